@@ -1,0 +1,62 @@
+"""``errtrace.instrument``: one line for FastAPI, Starlette, Flask or any ASGI/WSGI app."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, TypeVar
+
+from errtrace.core.config import Config
+from errtrace.core.runtime import Runtime, default_runtime, set_default_runtime
+
+A = TypeVar("A")
+
+
+def _is_instance_of(app: object, module: str, name: str) -> bool:
+    return any(
+        klass.__name__ == name and klass.__module__.split(".")[0] == module
+        for klass in type(app).__mro__
+    )
+
+
+def _runtime(config: Config | None, options: dict[str, Any]) -> Runtime:
+    if config is not None and options:
+        raise TypeError("pass either config= or keyword options, not both")
+    if config is None and not options:
+        return default_runtime()
+    runtime = Runtime(config if config is not None else Config.load(**options))
+    # The first configured app also configures errtrace.report()/outgoing_headers()
+    # outside its requests, unless something configured them already.
+    from errtrace.core import runtime as runtime_module
+
+    if runtime_module._default is None:
+        set_default_runtime(runtime)
+    return runtime
+
+
+def instrument(app: A, *, config: Config | None = None, **options: Any) -> A:
+    """Give ``app`` the errtrace context and structured errors; returns ``app`` itself.
+
+    FastAPI, Starlette and Flask apps are instrumented in place (middleware plus the
+    framework's own error handlers), so ``app = errtrace.instrument(FastAPI())`` keeps
+    working with ``@app.get``. Any other ASGI or WSGI callable is wrapped and the
+    wrapper returned. Options are those of :class:`errtrace.Config`.
+    """
+    runtime = _runtime(config, options)
+    if _is_instance_of(app, "starlette", "Starlette"):
+        from errtrace.middleware.starlette import instrument_starlette
+
+        return instrument_starlette(app, runtime)  # type: ignore[arg-type, return-value]
+    if _is_instance_of(app, "flask", "Flask"):
+        from errtrace.middleware.flask import instrument_flask
+
+        return instrument_flask(app, runtime)  # type: ignore[no-any-return]
+    if not callable(app):
+        raise TypeError(f"cannot instrument {type(app).__name__}: not an ASGI or WSGI app")
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else app.__call__  # type: ignore[operator]
+    if inspect.iscoroutinefunction(call):
+        from errtrace.middleware.asgi import ErrtraceMiddleware
+
+        return ErrtraceMiddleware(app, runtime)  # type: ignore[arg-type, return-value]
+    from errtrace.middleware.wsgi import ErrtraceWSGIMiddleware
+
+    return ErrtraceWSGIMiddleware(app, runtime)  # type: ignore[arg-type, return-value]

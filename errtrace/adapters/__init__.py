@@ -1,0 +1,1 @@
+"""Adapters to outside libraries (httpx, OpenTelemetry, LLM SDK exceptions, ...)."""

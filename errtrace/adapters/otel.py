@@ -1,0 +1,27 @@
+"""OpenTelemetry: take trace and span ids from the active span.
+
+When an OpenTelemetry SDK is set up (for example with its ASGI middleware outside
+errtrace's), the active span is this hop's span: errtrace uses its ids so that logs,
+error bodies and traces agree. Without an SDK the API's span is invalid and errtrace
+keeps its own ids.
+"""
+
+from __future__ import annotations
+
+try:
+    from opentelemetry import trace
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        'OpenTelemetry support needs the otel extra: pip install "errtrace[otel]"'
+    ) from exc
+
+
+def current_span_ids() -> tuple[str, str, str | None, int] | None:
+    """(trace id, span id, parent span id, flags) of the active valid span, else None."""
+    span = trace.get_current_span()
+    sc = span.get_span_context()
+    if not sc.is_valid:
+        return None
+    parent = getattr(span, "parent", None)
+    parent_id = f"{parent.span_id:016x}" if parent is not None and parent.span_id else None
+    return f"{sc.trace_id:032x}", f"{sc.span_id:016x}", parent_id, int(sc.trace_flags) & 0x03

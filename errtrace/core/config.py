@@ -1,0 +1,204 @@
+"""errtrace's options: :class:`Config`, from keyword arguments, a YAML file and the env.
+
+Precedence, highest first: keyword arguments, ``ERRTRACE_*`` environment variables, the
+YAML file (``config_file=`` or ``ERRTRACE_CONFIG_FILE``), the defaults. Unknown keys and
+bad values raise :class:`ConfigError` naming the key (and the file or variable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from errtrace.core.propagation import PropagationSettings
+
+ENV_PREFIX = "ERRTRACE_"
+_HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """Raised when an option is unknown or has a bad value."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """All errtrace options. Build with ``Config(...)`` or :meth:`Config.load`."""
+
+    service_name: str = "unknown_service"
+    """Names this service in error events and gRPC ErrorInfo metadata."""
+    debug: bool = False
+    """When true, exception text and provider messages are shown to clients. Never in prod."""
+    biz_header: str = "X-Biz-Code"
+    biz_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+    baggage_biz_key: str = "biz.code"
+    trace_id_header: str = "X-Trace-ID"
+    error_code_header: str = "X-Error-Code"
+    error_level_header: str = "X-Error-Level"
+    event_id_header: str = "X-Error-Event-ID"
+    max_header_bytes: int = 8192
+    """Inbound tracestate/baggage values beyond this many bytes are dropped (whole members)."""
+    sample_new_traces: bool = True
+    problem_type_base: str = "https://errtrace.dev/codes/"
+    """``type`` of a problem+json body is this base followed by the code id."""
+    sse_error_event: bool = True
+    """After a ``text/event-stream`` response started, send a final ``event: error``."""
+    rewrite_responses: bool | tuple[str, ...] = False
+    """Classify free-text/un-coded error responses of the app: True, or path prefixes."""
+    rewrite_max_body_bytes: int = 65536
+    use_otel: bool | None = None
+    """Take ids from the active OpenTelemetry span: None = when OpenTelemetry is installed."""
+    exit_on_fatal: bool = False
+    """Level 0 errors end the process (after responding) when true."""
+    event_buffer_size: int = 1000
+    log_errors: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("biz_header", "trace_id_header", "error_code_header",
+                     "error_level_header", "event_id_header"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _HEADER_RE.match(value):
+                raise ConfigError(f"{name}: {value!r} is not a valid header name")
+        try:
+            re.compile(self.biz_pattern)
+        except (re.error, TypeError) as exc:
+            raise ConfigError(f"biz_pattern: {self.biz_pattern!r} is not a regex: {exc}") from None
+        for name in ("max_header_bytes", "rewrite_max_body_bytes", "event_buffer_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}: {value!r} must be a positive integer")
+        if isinstance(self.rewrite_responses, list):
+            object.__setattr__(self, "rewrite_responses", tuple(self.rewrite_responses))
+        rr = self.rewrite_responses
+        if not isinstance(rr, bool) and not (
+            isinstance(rr, tuple) and all(isinstance(p, str) and p.startswith("/") for p in rr)
+        ):
+            raise ConfigError(
+                f"rewrite_responses: {rr!r} must be true/false or a list of path prefixes"
+            )
+        for name in ("debug", "sample_new_traces", "sse_error_event", "exit_on_fatal",
+                     "log_errors"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: {getattr(self, name)!r} must be true or false")
+        if self.use_otel is not None and not isinstance(self.use_otel, bool):
+            raise ConfigError(f"use_otel: {self.use_otel!r} must be true, false or null")
+        for name in ("service_name", "problem_type_base", "baggage_biz_key"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"{name}: must be a non-empty string")
+
+    # -- derived -----------------------------------------------------------------------
+
+    @property
+    def propagation(self) -> PropagationSettings:
+        """The settings extraction and injection use (cached)."""
+        cached = self.__dict__.get("_propagation")
+        if cached is None:
+            cached = PropagationSettings(
+                biz_header=self.biz_header.lower(),
+                biz_pattern=re.compile(self.biz_pattern),
+                baggage_biz_key=self.baggage_biz_key,
+                max_header_bytes=self.max_header_bytes,
+                sample_new_traces=self.sample_new_traces,
+            )
+            object.__setattr__(self, "_propagation", cached)
+        return cached
+
+    def rewrites(self, path: str) -> bool:
+        """Whether error responses on ``path`` are classified and rewritten."""
+        rr = self.rewrite_responses
+        if isinstance(rr, bool):
+            return rr
+        return any(path.startswith(prefix) for prefix in rr)
+
+    # -- loading -----------------------------------------------------------------------
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The option names."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Config:
+        """Merge defaults, a YAML file, ``ERRTRACE_*`` variables and keyword options."""
+        environ = os.environ if env is None else env
+        merged: dict[str, Any] = {}
+        file = config_file or environ.get(ENV_PREFIX + "CONFIG_FILE")
+        if file:
+            merged.update(cls._from_file(Path(file)))
+        merged.update(cls._from_env(environ))
+        cls._check_keys(options, "keyword argument")
+        merged.update(options)
+        return cls(**merged)
+
+    @classmethod
+    def _check_keys(cls, data: Mapping[str, Any], what: str) -> None:
+        names = cls.field_names()
+        for key in data:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                extra = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"unknown {what} {key!r}{extra}")
+
+    @classmethod
+    def _from_file(cls, path: Path) -> dict[str, Any]:
+        from errtrace.core._yaml import load_yaml_file
+
+        data = load_yaml_file(path)
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: expected a mapping of options")
+        section = data.get("errtrace", data)
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{path}: 'errtrace' must be a mapping of options")
+        cls._check_keys(section, f"option in {path}:")
+        return dict(section)
+
+    @classmethod
+    def _from_env(cls, environ: Mapping[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for key, raw in environ.items():
+            if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG_FILE":
+                continue
+            name = key[len(ENV_PREFIX):].lower()
+            if name not in types:
+                close = difflib.get_close_matches(name, cls.field_names(), n=1)
+                extra = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
+                raise ConfigError(f"unknown environment variable {key}{extra}")
+            out[name] = _parse_env(key, raw, str(types[name]))
+        return out
+
+
+def _parse_env(key: str, raw: str, type_name: str) -> Any:
+    text = raw.strip()
+    lowered = text.lower()
+    if type_name.startswith("bool |") and "tuple" in type_name:  # rewrite_responses
+        if lowered in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return lowered in ("1", "true", "yes", "on")
+        return tuple(p.strip() for p in text.split(",") if p.strip())
+    if type_name.startswith("bool"):
+        if lowered in ("", "auto", "none") and "None" in type_name:
+            return None
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: {raw!r} is not a boolean (true/false)")
+    if type_name == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{key}: {raw!r} is not an integer") from None
+    return raw

@@ -1,0 +1,276 @@
+"""Errors on the wire: RFC 9457 problem+json, a neutral dict, and decoding both back.
+
+The problem document carries the RFC 9457 members ``type`` (a stable URI per code),
+``title``, ``status``, ``detail`` and ``instance`` (the event id), and the extension
+members ``code``, ``level``, ``trace_id``, ``span_id``, ``biz_code``, ``event_id``,
+``hint``, ``retryable`` and, where present, ``retry_after``, ``errors`` (field errors),
+``details`` and ``caused_by`` (the events of downstream hops, nearest first).
+
+The neutral dict is the same information under transport-neutral names; the gRPC
+interceptors turn it into ``google.rpc.Status`` with ``ErrorInfo`` and ``RetryInfo``.
+Exception text and stack traces appear only when debug is on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from errtrace.core.codes import CODE_ID_RE
+from errtrace.core.config import Config
+from errtrace.core.context import ErrorContext
+from errtrace.core.errors import AppError, RemoteError
+
+PROBLEM_JSON = "application/problem+json"
+MAX_CHAIN = 16
+_UNHANDLED_DETAIL = "An unexpected error occurred. Quote the event id when reporting it."
+
+
+def client_details(err: AppError) -> dict[str, Any]:
+    """The details a client may see: keys starting with ``_`` are private."""
+    return {k: v for k, v in err.details.items() if not k.startswith("_")}
+
+
+def caused_by(err: AppError) -> list[dict[str, Any]]:
+    """The chain of downstream events behind ``err``, nearest hop first, bounded."""
+    remote = err.remote
+    if remote is None:
+        return []
+    chain = [remote.link(), *(dict(link) for link in remote.upstream)]
+    return chain[:MAX_CHAIN]
+
+
+def detail_text(err: AppError, debug: bool) -> str:
+    """The human-readable detail: the raiser's message, never an exception's text."""
+    if err.message:
+        return err.message
+    cause = err.cause
+    if debug and cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    if err.code == "INTERNAL":
+        return _UNHANDLED_DETAIL
+    return err.error_code.hint or err.error_code.title
+
+
+def problem(
+    err: AppError, ctx: ErrorContext | None, event_id: str | None, config: Config
+) -> dict[str, Any]:
+    """The RFC 9457 problem document for ``err``."""
+    code = err.error_code
+    body: dict[str, Any] = {
+        "type": config.problem_type_base + code.id,
+        "title": code.title,
+        "status": err.http_status,
+        "detail": detail_text(err, config.debug),
+    }
+    if event_id:
+        body["instance"] = event_id
+    body["code"] = code.id
+    body["level"] = int(code.level)
+    body["trace_id"] = ctx.trace_id if ctx else None
+    body["span_id"] = ctx.span_id if ctx else None
+    body["biz_code"] = ctx.biz_code if ctx else None
+    body["event_id"] = event_id
+    body["hint"] = code.hint
+    body["retryable"] = code.retryable
+    if err.retry_after is not None:
+        body["retry_after"] = err.retry_after
+    details = client_details(err)
+    errors = details.pop("errors", None)
+    details.pop("retry_after", None)
+    if errors is not None:
+        body["errors"] = errors
+    if details:
+        body["details"] = details
+    chain = caused_by(err)
+    if chain:
+        body["caused_by"] = chain
+    if config.debug and err.cause is not None:
+        body["debug"] = {
+            "exception": f"{type(err.cause).__name__}: {err.cause}",
+            "traceback": traceback.format_exception(err.cause)[-20:],
+        }
+    return body
+
+
+def problem_json(body: Mapping[str, Any]) -> bytes:
+    """Serialize a problem document (non-JSON values become strings)."""
+    return json.dumps(body, separators=(",", ":"), default=str).encode()
+
+
+def error_headers(
+    err: AppError, ctx: ErrorContext | None, event_id: str | None, config: Config
+) -> list[tuple[str, str]]:
+    """The response headers of an error: code, level, event id, trace id, Retry-After."""
+    headers = [
+        (config.error_code_header, err.code),
+        (config.error_level_header, str(int(err.level))),
+    ]
+    if event_id:
+        headers.append((config.event_id_header, event_id))
+    if ctx is not None:
+        headers.append((config.trace_id_header, ctx.trace_id))
+    retry = retry_after_header(err)
+    if retry is not None:
+        headers.append(("Retry-After", retry))
+    for name, value in err.headers.items():
+        if name.lower() not in ("content-type", "content-length"):
+            headers.append((name, value))
+    return headers
+
+
+def retry_after_header(err: AppError) -> str | None:
+    """Whole seconds for ``Retry-After`` (RFC 9110 delay-seconds), when it applies."""
+    if not err.retryable:
+        return None
+    if err.retry_after is not None:
+        return str(max(0, math.ceil(err.retry_after)))
+    if err.http_status in (429, 503):
+        return "1"
+    return None
+
+
+def neutral(
+    err: AppError, ctx: ErrorContext | None, event_id: str | None, config: Config
+) -> dict[str, Any]:
+    """The transport-neutral form of an error (for gRPC details and other carriers)."""
+    code = err.error_code
+    out: dict[str, Any] = {
+        "code": code.id,
+        "level": int(code.level),
+        "message": detail_text(err, config.debug),
+        "domain": code.domain,
+        "service": config.service_name,
+        "http_status": err.http_status,
+        "grpc_status": err.grpc_status,
+        "retryable": code.retryable,
+        "hint": code.hint,
+        "trace_id": ctx.trace_id if ctx else None,
+        "span_id": ctx.span_id if ctx else None,
+        "biz_code": ctx.biz_code if ctx else None,
+        "event_id": event_id,
+    }
+    if err.retry_after is not None:
+        out["retry_after"] = err.retry_after
+    details = client_details(err)
+    details.pop("retry_after", None)
+    if details:
+        out["details"] = details
+    chain = caused_by(err)
+    if chain:
+        out["caused_by"] = chain
+    return out
+
+
+# --- decoding ---------------------------------------------------------------------------
+
+
+def _str_or_none(value: Any, limit: int = 128) -> str | None:
+    if isinstance(value, str) and value and len(value) <= limit:
+        return value
+    return None
+
+
+def _chain(value: Any) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list):
+        return ()
+    out = []
+    for link in value[:MAX_CHAIN]:
+        if isinstance(link, Mapping) and isinstance(link.get("code"), str):
+            out.append({k: v for k, v in link.items() if isinstance(v, str) and len(v) <= 128})
+    return tuple(out)
+
+
+def from_neutral(
+    data: Mapping[str, Any],
+    *,
+    http_status: int | None = None,
+    grpc_status: str | None = None,
+    service: str | None = None,
+) -> AppError | None:
+    """Rebuild the :class:`AppError` a remote hop described (problem+json or neutral dict).
+
+    The remote code, level, message and event id are kept; its own event and the events
+    behind it become this error's ``caused_by`` chain. Returns None when ``data`` names
+    no usable code. Values are bounded and never trusted as more than text.
+    """
+    code = data.get("code")
+    if not isinstance(code, str) or not CODE_ID_RE.match(code):
+        return None
+    level = data.get("level")
+    status = data.get("status", data.get("http_status", http_status))
+    remote = RemoteError(
+        code=code,
+        event_id=_str_or_none(data.get("event_id")),
+        trace_id=_str_or_none(data.get("trace_id")),
+        span_id=_str_or_none(data.get("span_id")),
+        service=_str_or_none(data.get("service")) or service,
+        level=level if isinstance(level, int) and not isinstance(level, bool) else None,
+        http_status=status if isinstance(status, int) and not isinstance(status, bool) else None,
+        grpc_status=_str_or_none(data.get("grpc_status")) or grpc_status,
+        upstream=_chain(data.get("caused_by")),
+    )
+    message = data.get("detail", data.get("message"))
+    details: dict[str, Any] = {}
+    retry_after = data.get("retry_after")
+    if isinstance(retry_after, (int, float)) and not isinstance(retry_after, bool):
+        details["retry_after"] = float(retry_after)
+    errors = data.get("errors")
+    if isinstance(errors, list):
+        details["errors"] = errors[:100]
+    return AppError(
+        code,
+        message[:2048] if isinstance(message, str) else None,
+        details=details,
+        remote=remote,
+        status=remote.http_status,
+    )
+
+
+def from_http_response(
+    status: int, headers: Mapping[str, str], body: bytes, *, service: str | None = None
+) -> AppError | None:
+    """Decode an HTTP error response: problem+json, JSON with a ``code``, or X-Error-Code.
+
+    ``headers`` keys must be lower-case. Returns None when the response carries no code
+    (the caller then classifies it by status or text).
+    """
+    data: Any = None
+    if body and len(body) <= 1_048_576:
+        ctype = headers.get("content-type", "")
+        if "json" in ctype or body[:1] == b"{":
+            try:
+                data = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                data = None
+    if isinstance(data, Mapping):
+        inner = data.get("error") if "code" not in data else None
+        candidate = inner if isinstance(inner, Mapping) and "code" in inner else data
+        err = from_neutral(candidate, http_status=status, service=service)
+        if err is not None:
+            if "event_id" not in candidate and headers.get("x-error-event-id") and err.remote:
+                err = _with_event(err, headers["x-error-event-id"])
+            return err
+    code = headers.get("x-error-code")
+    if code:
+        level = headers.get("x-error-level")
+        return from_neutral(
+            {
+                "code": code.strip(),
+                "level": int(level) if level and level.strip().isdigit() else None,
+                "status": status,
+                "event_id": headers.get("x-error-event-id"),
+            },
+            service=service,
+        )
+    return None
+
+
+def _with_event(err: AppError, event_id: str) -> AppError:
+    assert err.remote is not None
+    remote = RemoteError(**{**err.remote.__dict__, "event_id": _str_or_none(event_id)})
+    err.remote = remote
+    return err

@@ -1,0 +1,336 @@
+"""The error model: :class:`AppError`, its kinds, and exception -> code translation.
+
+::
+
+    Exception
+     └── AppError                 a failure with a semantic code (any kind)
+          ├── BusinessError       the request cannot be served as sent (levels 3+)
+          ├── SystemFailure       this service or a core dependency is broken (levels 0-2)
+          └── TransientError      may succeed if retried later (retryable codes)
+
+``AppError("LLM_RATE_LIMITED")`` returns an instance of the kind its code has, so
+``except errtrace.TransientError`` works whichever class was named at the raise site.
+
+Foreign exceptions are translated at the boundary by :func:`to_app_error`: first the
+user's and built-in type mappings (walking the MRO, so the most specific entry wins),
+then registered translators (the LLM SDK adapter is one), then ``INTERNAL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from errtrace.core.codes import CodeRegistry, ErrorCode, registry
+from errtrace.core.levels import Level
+from errtrace.core.status import grpc_to_http, http_to_grpc
+
+log = logging.getLogger("errtrace")
+
+Translator = Callable[[BaseException], "AppError | None"]
+
+
+@dataclass(frozen=True)
+class RemoteError:
+    """What a downstream hop said about a failure it answered with."""
+
+    code: str
+    event_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    service: str | None = None
+    level: int | None = None
+    http_status: int | None = None
+    grpc_status: str | None = None
+    upstream: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+
+    def link(self) -> dict[str, Any]:
+        """The compact form kept in this hop's ``caused_by`` chain."""
+        out: dict[str, Any] = {"code": self.code}
+        for name in ("event_id", "span_id", "service"):
+            value = getattr(self, name)
+            if value:
+                out[name] = value
+        return out
+
+
+def resolve_code(
+    code_id: str,
+    *,
+    level: Level | int | None = None,
+    http_status: int | None = None,
+    grpc_status: str | None = None,
+    codes: CodeRegistry | None = None,
+) -> ErrorCode:
+    """The registered code of that id, or an ad-hoc one for ids this process does not know.
+
+    A code decoded from another service may be one only that service registered; its
+    own level and status then stand in for a definition here.
+    """
+    known = (codes or registry).find(code_id)
+    if known is not None:
+        return known
+    try:
+        lvl = Level.parse(level) if level is not None else Level.SEVERE
+    except ValueError:
+        lvl = Level.SEVERE
+    if not lvl.fails_request:
+        return ErrorCode(id=_safe_id(code_id), level=lvl)
+    if http_status is None or not 400 <= http_status <= 599:
+        http_status = grpc_to_http(grpc_status) if grpc_status else 500
+    if grpc_status is None:
+        grpc_status = http_to_grpc(http_status)
+    return ErrorCode(
+        id=_safe_id(code_id), level=lvl, http_status=http_status, grpc_status=grpc_status,
+        hint="This code is not registered in this service; see the service that raised it.",
+    )
+
+
+def _safe_id(code_id: str) -> str:
+    from errtrace.core.codes import CODE_ID_RE
+
+    return code_id if CODE_ID_RE.match(code_id) else "UPSTREAM_ERROR"
+
+
+class AppError(Exception):
+    """Raised by application code (or produced by translation) for a failure with a code."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> AppError:
+        if cls is AppError:
+            code = args[0] if args else kwargs.get("code", "INTERNAL")
+            cls = _kind_class(code, kwargs.get("codes"))
+        return super().__new__(cls)
+
+    error_code: ErrorCode
+    message: str | None
+    details: dict[str, Any]
+    remote: RemoteError | None
+    event_id: str | None
+    status_override: int | None
+    headers: dict[str, str]
+
+    def __init__(
+        self,
+        code: str | ErrorCode = "INTERNAL",
+        message: str | None = None,
+        *,
+        details: Mapping[str, Any] | None = None,
+        cause: BaseException | None = None,
+        remote: RemoteError | None = None,
+        codes: CodeRegistry | None = None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if isinstance(code, ErrorCode):
+            self.error_code = code
+        elif isinstance(code, str):
+            self.error_code = resolve_code(
+                code,
+                level=remote.level if remote else None,
+                http_status=remote.http_status if remote else None,
+                grpc_status=remote.grpc_status if remote else None,
+                codes=codes,
+            )
+        else:
+            raise TypeError(f"code must be a code id or ErrorCode, got {type(code).__name__}")
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+        self.remote = remote
+        self.event_id: str | None = None
+        self.status_override = status if status is not None and 400 <= status <= 599 else None
+        self.headers: dict[str, str] = dict(headers or {})
+        if cause is not None:
+            self.__cause__ = cause
+        super().__init__(message or self.error_code.title)
+
+    # The code's properties, for convenience at the catch site.
+    @property
+    def code(self) -> str:
+        """The code id, e.g. ``LLM_RATE_LIMITED``."""
+        return self.error_code.id
+
+    @property
+    def level(self) -> Level:
+        """The code's level."""
+        return self.error_code.level
+
+    @property
+    def http_status(self) -> int:
+        """The HTTP status this error answers with."""
+        return self.status_override or self.error_code.http_status or 500
+
+    @property
+    def grpc_status(self) -> str:
+        """The gRPC status name this error answers with."""
+        return self.error_code.grpc_status or "UNKNOWN"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a client may retry the same request later."""
+        return self.error_code.retryable
+
+    @property
+    def hint(self) -> str:
+        """What an operator or client should do about it."""
+        return self.error_code.hint
+
+    @property
+    def kind(self) -> str:
+        """``business``, ``system`` or ``transient``."""
+        return self.error_code.kind
+
+    @property
+    def cause(self) -> BaseException | None:
+        """The exception this error was translated from, if any."""
+        return self.__cause__
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds to wait before retrying, when known (``details["retry_after"]``)."""
+        value = self.details.get("retry_after")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self.code, self.message, self.details))
+
+
+def _rebuild(code: str, message: str | None, details: dict[str, Any]) -> AppError:
+    return AppError(code, message, details=details)
+
+
+class BusinessError(AppError):
+    """Raised when the request cannot be served as sent (a level 3+ code, not retryable)."""
+
+
+class SystemFailure(AppError):
+    """Raised when this service or a core dependency is broken (a level 0-2 code)."""
+
+
+class TransientError(AppError):
+    """Raised for a failure that may succeed if retried later (a retryable code)."""
+
+
+_KINDS: dict[str, type[AppError]] = {
+    "business": BusinessError,
+    "system": SystemFailure,
+    "transient": TransientError,
+}
+
+
+def _kind_class(code: object, codes: CodeRegistry | None) -> type[AppError]:
+    if isinstance(code, ErrorCode):
+        return _KINDS[code.kind]
+    if isinstance(code, str):
+        found = (codes or registry).find(code)
+        if found is not None:
+            return _KINDS[found.kind]
+    return SystemFailure
+
+
+_HTTP_CODES: dict[int, str] = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    422: "VALIDATION_FAILED",
+    429: "RATE_LIMITED",
+    499: "CANCELLED",
+    501: "NOT_IMPLEMENTED",
+    502: "UPSTREAM_ERROR",
+    503: "UPSTREAM_UNAVAILABLE",
+    504: "TIMEOUT",
+}
+
+
+def error_for_http_status(
+    status: int, message: str | None = None, headers: Mapping[str, str] | None = None
+) -> AppError:
+    """The error for a framework's own HTTP exception (e.g. a 404 from the router).
+
+    The status is kept as given (a 405 stays 405) while the code names its class.
+    """
+    code = _HTTP_CODES.get(status) or ("BAD_REQUEST" if status < 500 else "INTERNAL")
+    return AppError(code, message, status=status, headers=headers)
+
+
+class ExceptionMapper:
+    """Exception types -> code ids, looked up along the MRO; plus fallback translators."""
+
+    def __init__(self) -> None:
+        self._types: dict[type[BaseException], str] = {}
+        self._translators: list[Translator] = []
+        self._lock = threading.Lock()
+
+    def register(self, exc_type: type[BaseException], code: str) -> None:
+        """Map ``exc_type`` (and its subclasses, unless more specific) to ``code``."""
+        if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+            raise TypeError(f"{exc_type!r} is not an exception type")
+        registry.get(code)  # fail loudly now on an unknown code, not at the first error
+        with self._lock:
+            self._types[exc_type] = code
+
+    def add_translator(self, translator: Translator, *, first: bool = False) -> None:
+        """Add a callable that turns a foreign exception into an AppError, or returns None."""
+        with self._lock:
+            if translator in self._translators:
+                return
+            if first:
+                self._translators.insert(0, translator)
+            else:
+                self._translators.append(translator)
+
+    def lookup(self, exc: BaseException) -> str | None:
+        """The code of the most specific registered type in ``exc``'s MRO, or None."""
+        for klass in type(exc).__mro__:
+            code = self._types.get(klass)
+            if code is not None:
+                return code
+        return None
+
+    def translate(self, exc: BaseException) -> AppError:
+        """Turn any exception into an :class:`AppError`; never raises."""
+        if isinstance(exc, AppError):
+            return exc
+        code = self.lookup(exc)
+        if code is None:
+            for translator in list(self._translators):
+                try:
+                    translated = translator(exc)
+                except Exception:  # a translator bug must not turn into a second failure
+                    log.exception("errtrace: exception translator %r failed", translator)
+                    continue
+                if translated is not None:
+                    if translated.__cause__ is None:
+                        translated.__cause__ = exc
+                    return translated
+            code = "INTERNAL"
+        return AppError(code, None, cause=exc)
+
+
+mapper = ExceptionMapper()
+"""The process-wide exception mapper used by every middleware and interceptor."""
+mapper.register(TimeoutError, "TIMEOUT")
+mapper.register(asyncio.TimeoutError, "TIMEOUT")
+mapper.register(ConnectionError, "UPSTREAM_UNAVAILABLE")
+mapper.register(NotImplementedError, "NOT_IMPLEMENTED")
+
+
+def register_exception(exc_type: type[BaseException], code: str) -> None:
+    """Map an exception type to a code for every middleware and interceptor."""
+    mapper.register(exc_type, code)
+
+
+def to_app_error(exc: BaseException) -> AppError:
+    """Translate any exception into an :class:`AppError` (see the module docstring)."""
+    return mapper.translate(exc)

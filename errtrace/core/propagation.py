@@ -1,0 +1,368 @@
+"""Extracting and injecting the error context through any carrier.
+
+One carrier protocol serves every transport: a :class:`Getter` reads header (or gRPC
+metadata) values by lower-case name and a :class:`Setter` writes them. Each transport
+has one concrete getter/setter next to its adapter; :class:`DictGetter` and
+:class:`DictSetter` cover plain mappings.
+
+Formats and the rules followed:
+
+* ``traceparent`` / ``tracestate``: W3C Trace Context (Level 2). An invalid
+  ``traceparent`` starts a new trace and drops ``tracestate``; it never fails a request.
+* ``baggage``: W3C Baggage. Members are percent-decoded; at most 64 members and 8192
+  bytes are kept, and only whole members ("never partial").
+* ``X-Biz-Code`` (or the baggage member ``biz.code``): validated against a configurable
+  pattern; an invalid value is dropped and counted, never echoed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote, unquote
+
+from errtrace.core.context import FLAG_RANDOM, FLAG_SAMPLED, ErrorContext
+from errtrace.core.ids import ids
+from errtrace.core.stats import stats
+
+C = TypeVar("C")
+C_contra = TypeVar("C_contra", contravariant=True)
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+BAGGAGE = "baggage"
+
+
+class Getter(Protocol[C_contra]):
+    """Reads the values of one header / metadata key (lower-case) from a carrier."""
+
+    def get(self, carrier: C_contra, key: str) -> Sequence[str] | None:
+        """All values of ``key`` in ``carrier`` (several for repeated headers), or None."""
+        ...
+
+
+class Setter(Protocol[C_contra]):
+    """Writes one header / metadata value into a carrier."""
+
+    def set(self, carrier: C_contra, key: str, value: str) -> None:
+        """Set ``key`` to ``value`` in ``carrier``."""
+        ...
+
+
+class DictGetter:
+    """Getter for ``Mapping[str, str | list[str]]``, case-insensitive on keys."""
+
+    def get(self, carrier: Mapping[str, Any], key: str) -> Sequence[str] | None:
+        """Values of ``key`` (compared case-insensitively)."""
+        value = carrier.get(key)
+        if value is None:
+            for name, candidate in carrier.items():
+                if name.lower() == key:
+                    value = candidate
+                    break
+            else:
+                return None
+        if isinstance(value, str):
+            return [value]
+        return [str(v) for v in value]
+
+
+class DictSetter:
+    """Setter for a mutable ``dict[str, str]``."""
+
+    def set(self, carrier: MutableMapping[str, str], key: str, value: str) -> None:
+        """Set ``key`` to ``value``."""
+        carrier[key] = value
+
+
+dict_getter = DictGetter()
+dict_setter = DictSetter()
+
+
+@dataclass(frozen=True)
+class PropagationSettings:
+    """The parts of :class:`~errtrace.Config` that extraction and injection use."""
+
+    biz_header: str = "x-biz-code"
+    biz_pattern: re.Pattern[str] = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    baggage_biz_key: str = "biz.code"
+    max_header_bytes: int = 8192
+    sample_new_traces: bool = True
+
+
+DEFAULT_SETTINGS = PropagationSettings()
+
+# --- W3C Trace Context ----------------------------------------------------------------
+
+_OWS = " \t"
+_TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+# Keys and values per the tracestate grammar (simple-key / multi-tenant-key).
+_TS_KEY = (
+    r"(?:[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
+)
+_TS_VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+_TS_MEMBER_RE = re.compile(rf"({_TS_KEY})=({_TS_VALUE})")
+TRACESTATE_MAX_MEMBERS = 32
+TRACESTATE_PROPAGATE_BYTES = 512  # the spec's "SHOULD propagate at least 512" budget
+
+
+@dataclass(frozen=True)
+class TraceParent:
+    """A parsed ``traceparent``."""
+
+    trace_id: str
+    parent_id: str
+    flags: int
+
+
+def parse_traceparent(value: str) -> TraceParent | None:
+    """Parse one ``traceparent`` value; None when invalid (the caller starts a new trace).
+
+    Version ``ff`` is invalid; version ``00`` must be exactly 55 characters; a higher
+    (future) version is parsed by its 55-character prefix, which must be followed by
+    the end or a ``-``. Upper-case hex and all-zero ids are invalid.
+    """
+    if len(value) > 1024:
+        return None
+    value = value.strip(_OWS)
+    if len(value) < 55:
+        return None
+    version = value[:2]
+    if version == "00":
+        if len(value) != 55:
+            return None
+    elif version == "ff":
+        return None
+    elif len(value) > 55 and value[55] != "-":
+        return None
+    match = _TRACEPARENT_RE.fullmatch(value, 0, 55)
+    if match is None:
+        return None
+    trace_id, parent_id, flags = match.groups()
+    if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
+        return None
+    return TraceParent(trace_id, parent_id, int(flags, 16))
+
+
+def parse_tracestate(values: Sequence[str] | None, max_bytes: int = 8192) -> str | None:
+    """Combine and validate ``tracestate`` header values; None when absent or invalid.
+
+    Several headers are joined in order as one list. Empty members are allowed and
+    skipped. An invalid member, a duplicated key or more than 32 members make the whole
+    header invalid (it is then dropped, as the W3C test suite expects at Level 2).
+    Over 512 characters, members longer than 128 characters are dropped first, then
+    members from the end, as the spec recommends.
+    """
+    if not values:
+        return None
+    combined = ",".join(values)
+    if len(combined) > max_bytes:
+        stats.incr("tracestate_dropped")
+        return None
+    members: list[str] = []
+    keys: set[str] = set()
+    for raw in combined.split(","):
+        member = raw.strip(_OWS)
+        if not member:
+            continue
+        match = _TS_MEMBER_RE.fullmatch(member)
+        if match is None or match.group(1) in keys:
+            stats.incr("tracestate_dropped")
+            return None
+        keys.add(match.group(1))
+        members.append(member)
+    if not members:
+        return None
+    if len(members) > TRACESTATE_MAX_MEMBERS:
+        stats.incr("tracestate_dropped")
+        return None
+    joined = ",".join(members)
+    if len(joined) > TRACESTATE_PROPAGATE_BYTES:
+        members = [m for m in members if len(m) <= 128]
+        while members and len(",".join(members)) > TRACESTATE_PROPAGATE_BYTES:
+            members.pop()
+        joined = ",".join(members)
+    return joined or None
+
+
+# --- W3C Baggage ----------------------------------------------------------------------
+
+BAGGAGE_MAX_MEMBERS = 64
+BAGGAGE_MAX_BYTES = 8192
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# baggage-octet: printable US-ASCII except space, DQUOTE, comma, semicolon, backslash.
+_BAGGAGE_SAFE = "!#$&'()*+-./:<=>?@[]^_`{|}~"
+
+
+def parse_baggage(
+    values: Sequence[str] | None, max_bytes: int = BAGGAGE_MAX_BYTES
+) -> list[tuple[str, str, str]]:
+    """Parse ``baggage`` header values into (key, decoded value, raw properties) members.
+
+    Invalid members are dropped (and counted) one by one. Only whole members within
+    64 members and ``max_bytes`` are kept; the rest are dropped, never cut.
+    """
+    if not values:
+        return []
+    out: list[tuple[str, str, str]] = []
+    used = 0
+    for header in values:
+        for raw in header.split(","):
+            member = raw.strip(_OWS)
+            if not member:
+                continue
+            size = len(member) + (1 if out else 0)
+            if len(out) >= BAGGAGE_MAX_MEMBERS or used + size > max_bytes:
+                stats.incr("baggage_members_dropped")
+                continue
+            parsed = _parse_baggage_member(member)
+            if parsed is None:
+                stats.incr("baggage_members_dropped")
+                continue
+            out.append(parsed)
+            used += size
+    return out
+
+
+def _parse_baggage_member(member: str) -> tuple[str, str, str] | None:
+    head, _, props = member.partition(";")
+    key, eq, value = head.partition("=")
+    key = key.strip(_OWS)
+    if not eq or not _TOKEN_RE.fullmatch(key):
+        return None
+    value = value.strip(_OWS)
+    if any(c in value for c in ' ",;\\') or not value.isascii():
+        return None
+    try:
+        decoded = unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return key, decoded, props.strip(_OWS)
+
+
+def format_baggage(members: Sequence[tuple[str, str, str]]) -> str:
+    """Serialize members, keeping whole members within 64 members / 8192 bytes."""
+    parts: list[str] = []
+    used = 0
+    for key, value, props in members[:BAGGAGE_MAX_MEMBERS]:
+        part = f"{key}={quote(value, safe=_BAGGAGE_SAFE)}"
+        if props:
+            part = f"{part};{props}"
+        size = len(part) + (1 if parts else 0)
+        if used + size > BAGGAGE_MAX_BYTES:
+            stats.incr("baggage_members_dropped")
+            continue
+        parts.append(part)
+        used += size
+    return ",".join(parts)
+
+
+# --- business code --------------------------------------------------------------------
+
+
+def validate_biz_code(value: str | None, settings: PropagationSettings) -> str | None:
+    """``value`` if it matches the configured pattern, else None (and counted)."""
+    if value is None:
+        return None
+    if len(value) <= 256 and settings.biz_pattern.fullmatch(value):
+        return value
+    stats.incr("biz_code_rejected")
+    return None
+
+
+# --- extract / inject -----------------------------------------------------------------
+
+
+def extract(
+    carrier: C, getter: Getter[C], settings: PropagationSettings = DEFAULT_SETTINGS
+) -> ErrorContext:
+    """Build this hop's context from an inbound carrier; never raises on bad input.
+
+    The trace continues when exactly one valid ``traceparent`` arrives (two headers are
+    ambiguous and start a new trace); this hop gets a new span id with the caller's as
+    parent. An inbound ``X-Error-Code`` is never read: a client does not set our codes.
+    """
+    parent = None
+    values = getter.get(carrier, TRACEPARENT)
+    if values and len(values) == 1:
+        parent = parse_traceparent(values[0])
+        if parent is None:
+            stats.incr("traceparent_invalid")
+    elif values:
+        stats.incr("traceparent_invalid")
+    gen = ids()
+    if parent is not None:
+        ctx = ErrorContext(
+            trace_id=parent.trace_id,
+            span_id=gen.span_id(),
+            parent_span_id=parent.parent_id,
+            # Level 2: unknown flag bits are not propagated; sampled and random are kept.
+            trace_flags=parent.flags & (FLAG_SAMPLED | FLAG_RANDOM),
+            tracestate=parse_tracestate(
+                getter.get(carrier, TRACESTATE), settings.max_header_bytes
+            ),
+            remote=True,
+        )
+    else:
+        flags = FLAG_RANDOM | (FLAG_SAMPLED if settings.sample_new_traces else 0)
+        ctx = ErrorContext(trace_id=gen.trace_id(), span_id=gen.span_id(), trace_flags=flags)
+
+    ctx.baggage = parse_baggage(getter.get(carrier, BAGGAGE), settings.max_header_bytes)
+    biz_values = getter.get(carrier, settings.biz_header)
+    biz = None
+    if biz_values:
+        biz = validate_biz_code(biz_values[0].strip(_OWS), settings)
+    if biz is None:
+        for key, value, _ in ctx.baggage:
+            if key == settings.baggage_biz_key:
+                biz = validate_biz_code(value, settings)
+                break
+    ctx.biz_code = biz
+    return ctx
+
+
+def new_root_context(settings: PropagationSettings = DEFAULT_SETTINGS) -> ErrorContext:
+    """A context for work that starts here (a job, a CLI), with a new trace."""
+    return extract({}, dict_getter, settings)
+
+
+def inject(
+    ctx: ErrorContext,
+    carrier: C,
+    setter: Setter[C],
+    settings: PropagationSettings = DEFAULT_SETTINGS,
+    *,
+    span_id: str | None = None,
+) -> str:
+    """Write the context for an outgoing call into ``carrier``; returns the call's span id.
+
+    Each call gets a fresh child span id (this hop's span is its parent), the same
+    trace id, flags and tracestate, the baggage with ``biz.code`` kept in step, and
+    the business-code header.
+    """
+    child = span_id or ids().span_id()
+    spans = ctx.outgoing_spans
+    if len(spans) < 32:
+        spans.append(child)
+    setter.set(carrier, TRACEPARENT, f"00-{ctx.trace_id}-{child}-{ctx.trace_flags & 0x03:02x}")
+    if ctx.tracestate:
+        setter.set(carrier, TRACESTATE, ctx.tracestate)
+    baggage = outgoing_baggage(ctx, settings)
+    if baggage:
+        setter.set(carrier, BAGGAGE, baggage)
+    if ctx.biz_code:
+        setter.set(carrier, settings.biz_header, ctx.biz_code)
+    return child
+
+
+def outgoing_baggage(ctx: ErrorContext, settings: PropagationSettings) -> str:
+    """The ``baggage`` value for outgoing calls: inbound members plus ``biz.code``."""
+    key = settings.baggage_biz_key
+    members = [m for m in ctx.baggage if m[0] != key]
+    if ctx.biz_code:
+        members.append((key, ctx.biz_code, ""))
+    return format_baggage(members) if members else ""

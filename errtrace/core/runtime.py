@@ -1,0 +1,305 @@
+"""The request lifecycle shared by every middleware and interceptor.
+
+An adapter reads its carrier and calls, in order::
+
+    ctx = runtime.start(carrier, getter)      # extract the four layers
+    token = bind(ctx)                         # make it current
+    ... call the handler ...
+    failure = runtime.fail(exc, ctx, ...)     # on error: translate, record, fallback
+    status, headers, body = runtime.http_error(failure.error, ctx)   # or the gRPC form
+    reset(token); runtime.after_response(failure)
+
+so that all logic (classification, events, hooks, encoding) lives here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from errtrace.core.codes import registry
+from errtrace.core.config import Config
+from errtrace.core.context import ErrorContext, current
+from errtrace.core.encoding import (
+    PROBLEM_JSON,
+    caused_by,
+    client_details,
+    error_headers,
+    problem,
+    problem_json,
+)
+from errtrace.core.errors import AppError, to_app_error
+from errtrace.core.events import ErrorEvent, EventBuffer, events
+from errtrace.core.ids import new_event_id
+from errtrace.core.levels import Level
+from errtrace.core.policy import NO_RESULT, Policy, failsafe, policy
+from errtrace.core.propagation import Getter, extract
+from errtrace.core.stats import stats
+
+log = logging.getLogger("errtrace")
+C = TypeVar("C")
+
+SpanIds = tuple[str, str, "str | None", int]
+SpanSource = Callable[[], "SpanIds | None"]
+
+
+@dataclass
+class Failure:
+    """The outcome of :meth:`Runtime.fail`: the error, its event, and a fallback result."""
+
+    error: AppError
+    event: ErrorEvent
+    fallback_result: Any = NO_RESULT
+
+    @property
+    def has_fallback(self) -> bool:
+        """True when a registered fallback produced a result to answer with."""
+        return self.fallback_result is not NO_RESULT
+
+
+def _otel_source(config: Config) -> SpanSource | None:
+    if config.use_otel is False:
+        return None
+    try:
+        from errtrace.adapters.otel import current_span_ids
+    except ImportError:
+        if config.use_otel:
+            raise ImportError(
+                'use_otel=True needs OpenTelemetry: pip install "errtrace[otel]"'
+            ) from None
+        return None
+    return current_span_ids
+
+
+class Runtime:
+    """Config, policy and event store bound together; one per instrumented app."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        policy_: Policy | None = None,
+        events_: EventBuffer | None = None,
+    ) -> None:
+        self.config = config if config is not None else Config.load()
+        self.policy = policy_ if policy_ is not None else policy
+        self.events = events_ if events_ is not None else events
+        self.span_source = _otel_source(self.config)
+        self.exit_handler: Callable[[], None] = _terminate_self
+
+    # -- start ----------------------------------------------------------------------------
+
+    def start(self, carrier: C, getter: Getter[C]) -> ErrorContext:
+        """This hop's context from an inbound carrier (never raises on bad input)."""
+        ctx = extract(carrier, getter, self.config.propagation)
+        ctx.runtime = self
+        source = self.span_source
+        if source is not None:
+            span = failsafe(source, what="span source")
+            if span is not NO_RESULT and span is not None:
+                # An active OpenTelemetry span is the authority on ids: logs, error
+                # bodies and traces must agree.
+                ctx.trace_id, ctx.span_id, parent, ctx.trace_flags = span
+                ctx.parent_span_id = parent or ctx.parent_span_id
+        return ctx
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def fail(
+        self,
+        exc: BaseException,
+        ctx: ErrorContext | None,
+        *,
+        transport: str,
+        method: str | None = None,
+        route: str | None = None,
+        response_started: bool = False,
+    ) -> Failure:
+        """Translate ``exc``, record it, and run the code's fallback if it has one."""
+        err = to_app_error(exc)
+        event = self.record(
+            err, ctx, transport=transport, method=method, route=route,
+            response_started=response_started,
+        )
+        result: Any = NO_RESULT
+        if not response_started and "fallback" in self.policy.actions_for(err.error_code):
+            fallback = self.policy.fallback_for(err.code)
+            if fallback is not None:
+                result = failsafe(fallback, err, ctx, what="fallback")
+                event.fallback = "applied" if result is not NO_RESULT else "failed"
+        return Failure(err, event, result)
+
+    def record(
+        self,
+        err: AppError,
+        ctx: ErrorContext | None,
+        *,
+        transport: str,
+        method: str | None = None,
+        route: str | None = None,
+        response_started: bool = False,
+        set_context: bool = True,
+    ) -> ErrorEvent:
+        """Give ``err`` an event id, store the event, log/count/alert per the policy."""
+        event_id = new_event_id()
+        err.event_id = event_id
+        if ctx is not None and set_context:
+            ctx.err_code = err.code
+            ctx.event_id = event_id
+        cause = err.cause
+        details = client_details(err)
+        event = ErrorEvent(
+            event_id=event_id,
+            timestamp=time.time(),
+            code=err.code,
+            level=int(err.level),
+            title=err.error_code.title,
+            message=err.message,
+            http_status=err.http_status if err.level.fails_request else None,
+            grpc_status=err.grpc_status if err.level.fails_request else None,
+            retryable=err.retryable,
+            trace_id=ctx.trace_id if ctx else None,
+            span_id=ctx.span_id if ctx else None,
+            parent_span_id=ctx.parent_span_id if ctx else None,
+            biz_code=ctx.biz_code if ctx else None,
+            service=self.config.service_name,
+            transport=transport,
+            method=method,
+            route=route,
+            exception_type=_qualname(cause) if cause is not None else None,
+            details=details,
+            caused_by=caused_by(err),
+            outgoing_spans=list(ctx.outgoing_spans) if ctx else [],
+            response_started=response_started,
+            private_exception=f"{type(cause).__name__}: {cause}"[:4096] if cause else None,
+            private_provider_text=_text(err.details.get("_provider_text")),
+        )
+        actions = self.policy.actions_for(err.error_code)
+        self.events.add(event)
+        if "metric" in actions:
+            stats.incr(f"errors.{err.code}")
+        if "log" in actions and self.config.log_errors:
+            self._log(err, event)
+        for hook in list(self.policy.error_hooks):
+            failsafe(hook, event, ctx, what="on_error hook")
+        if "alert" in actions:
+            for hook in list(self.policy.alert_hooks):
+                failsafe(hook, event, ctx, what="on_alert hook")
+        return event
+
+    def _log(self, err: AppError, event: ErrorEvent) -> None:
+        cause = err.cause
+        unhandled = cause is not None and not isinstance(cause, AppError) and (
+            err.code == "INTERNAL" or err.level <= Level.CRITICAL
+        )
+        extra = {"err_code": err.code, "event_id": event.event_id}
+        if unhandled:
+            # The one server-side record of an unhandled exception, with its stack.
+            log.error(
+                "unhandled %s in %s %s: %s (event %s)",
+                event.exception_type, event.method or "-", event.route or "-", err.code,
+                event.event_id, exc_info=cause, extra=extra,
+            )
+            return
+        log.log(
+            err.level.info.log_level,
+            "%s (level %d) in %s %s: %s (event %s)",
+            err.code, int(err.level), event.method or "-", event.route or "-",
+            err.message or err.error_code.title, event.event_id, extra=extra,
+        )
+
+    def http_error(
+        self, err: AppError, ctx: ErrorContext | None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Status, headers and problem+json body for ``err`` (already recorded)."""
+        body = problem_json(problem(err, ctx, err.event_id, self.config))
+        headers = [("Content-Type", PROBLEM_JSON), *error_headers(err, ctx, err.event_id, self.config)]
+        return err.http_status, headers, body
+
+    def after_response(self, failure: Failure | None) -> None:
+        """Run what must wait until the client was answered (a level 0 exit)."""
+        if failure is None:
+            return
+        err = failure.error
+        if (
+            err.level is Level.FATAL
+            and self.config.exit_on_fatal
+            and "exit" in self.policy.actions_for(err.error_code)
+        ):
+            log.critical("errtrace: level 0 error %s: stopping the process", err.code)
+            failsafe(self.exit_handler, what="exit handler")
+
+    # -- report ---------------------------------------------------------------------------
+
+    def report(self, code: str, message: str | None = None, **details: Any) -> ErrorEvent:
+        """Record a condition (meant for levels 4-6) without raising or failing anything."""
+        if code not in registry:
+            stats.incr("report_unknown_code")
+            log.warning("errtrace.report: unknown code %r recorded as is", code)
+        err = AppError(code, message, details=details)
+        return self.record(err, current(), transport="report", set_context=False)
+
+
+def _qualname(exc: BaseException) -> str:
+    klass = type(exc)
+    module = klass.__module__
+    return klass.__qualname__ if module == "builtins" else f"{module}.{klass.__qualname__}"
+
+
+def _text(value: Any) -> str | None:
+    return value[:8192] if isinstance(value, str) else None
+
+
+def _terminate_self() -> None:
+    # SIGTERM lets the server (uvicorn, gunicorn, grpc) drain and stop in its own way.
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+_default: Runtime | None = None
+
+
+def default_runtime() -> Runtime:
+    """The process-wide runtime (configured from ``ERRTRACE_*`` on first use)."""
+    global _default
+    if _default is None:
+        _default = Runtime()
+    return _default
+
+
+def set_default_runtime(runtime: Runtime | None) -> None:
+    """Replace the process-wide runtime (``None``: rebuild on next use)."""
+    global _default
+    _default = runtime
+
+
+def runtime_for(ctx: ErrorContext | None) -> Runtime:
+    """The runtime that owns ``ctx`` (the app's), else the process-wide one."""
+    if ctx is not None and ctx.runtime is not None:
+        return ctx.runtime
+    return default_runtime()
+
+
+def plain_fallback_response(
+    result: Any, trace_header: tuple[str, str], code: str
+) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    """An HTTP response for a fallback's plain result (dict/list -> JSON, str, bytes).
+
+    Returns None for any other object: the adapter then treats it as a response of its
+    own framework (a Starlette ``Response``, a Flask/WSGI response).
+    """
+    import json
+
+    headers = [trace_header, ("X-Errtrace-Fallback", code)]
+    if isinstance(result, (dict, list)):
+        body = json.dumps(result, separators=(",", ":"), default=str).encode()
+        return 200, [("Content-Type", "application/json"), *headers], body
+    if isinstance(result, str):
+        return 200, [("Content-Type", "text/plain; charset=utf-8"), *headers], result.encode()
+    if isinstance(result, bytes):
+        return 200, [("Content-Type", "application/octet-stream"), *headers], result
+    return None

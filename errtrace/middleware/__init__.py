@@ -1,0 +1,1 @@
+"""ASGI and WSGI adapters of the errtrace core."""
