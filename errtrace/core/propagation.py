@@ -135,9 +135,7 @@ def parse_traceparent(value: str) -> TraceParent | None:
     if version == "00":
         if len(value) != 55:
             return None
-    elif version == "ff":
-        return None
-    elif len(value) > 55 and value[55] != "-":
+    elif version == "ff" or (len(value) > 55 and value[55] != "-"):
         return None
     match = _TRACEPARENT_RE.fullmatch(value, 0, 55)
     if match is None:

@@ -218,7 +218,8 @@ class Runtime:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """Status, headers and problem+json body for ``err`` (already recorded)."""
         body = problem_json(problem(err, ctx, err.event_id, self.config))
-        headers = [("Content-Type", PROBLEM_JSON), *error_headers(err, ctx, err.event_id, self.config)]
+        headers = error_headers(err, ctx, err.event_id, self.config)
+        headers.insert(0, ("Content-Type", PROBLEM_JSON))
         return err.http_status, headers, body
 
     def after_response(self, failure: Failure | None) -> None:

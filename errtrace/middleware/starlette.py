@@ -60,7 +60,8 @@ def instrument_starlette(app: Starlette, runtime: Runtime) -> Starlette:
     if getattr(app.state, "errtrace_runtime", None) is not None:
         return app  # instrumented already: idempotent
     try:
-        app.add_middleware(ErrtraceMiddleware, runtime=runtime)
+        # Starlette types its middleware factories with a positional-only app parameter.
+        app.add_middleware(ErrtraceMiddleware, runtime=runtime)  # type: ignore[arg-type]
     except RuntimeError as exc:
         raise RuntimeError(
             "errtrace.instrument(app) must be called before the application starts"

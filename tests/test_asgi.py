@@ -1,0 +1,162 @@
+"""The pure ASGI middleware on tiny inline ASGI apps, through httpx.ASGITransport."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+import errtrace
+from errtrace.middleware.asgi import ErrtraceMiddleware, Receive, Scope, Send
+
+from .conftest import TRACE_ID, TRACEPARENT
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def ok_app(scope: Scope, receive: Receive, send: Send) -> None:
+    ctx = errtrace.current()
+    assert ctx is not None
+    body = json.dumps(ctx.as_dict()).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def raising_app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["path"] == "/app-error":
+        raise errtrace.AppError("AI_GPU_OUT_OF_MEMORY", "GPU 0 is full")
+    raise RuntimeError("database password is hunter2")
+
+
+async def mid_stream_app(scope: Scope, receive: Receive, send: Send) -> None:
+    kind = b"text/event-stream" if scope["path"] == "/sse" else b"text/plain"
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", kind)]})
+    await send({"type": "http.response.body", "body": b"data: first\n\n", "more_body": True})
+    raise errtrace.AppError("LLM_OVERLOADED")
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def test_success_carries_trace_and_continues_inbound_trace() -> None:
+    async with client(ErrtraceMiddleware(ok_app)) as c:
+        r = await c.get("/", headers={"traceparent": TRACEPARENT, "x-biz-code": "tenant-9"})
+    assert r.status_code == 200
+    assert r.headers["x-trace-id"] == TRACE_ID
+    body = r.json()
+    assert body["trace_id"] == TRACE_ID and body["parent_span_id"] == "1234567890123456"
+    assert body["span_id"] != "1234567890123456" and body["biz_code"] == "tenant-9"
+    assert "x-error-code" not in r.headers
+
+
+async def test_new_trace_when_none_or_invalid() -> None:
+    async with client(ErrtraceMiddleware(ok_app)) as c:
+        r1 = await c.get("/")
+        r2 = await c.get("/", headers={"traceparent": "00-" + "0" * 32 + "-1234567890123456-01"})
+    assert len(r1.headers["x-trace-id"]) == 32
+    assert r2.headers["x-trace-id"] not in ("0" * 32, r1.headers["x-trace-id"])
+
+
+async def test_unhandled_exception_becomes_internal_without_leaking() -> None:
+    with errtrace.testing.capture_events() as events:
+        async with client(ErrtraceMiddleware(raising_app)) as c:
+            r = await c.get("/boom", headers={"traceparent": TRACEPARENT})
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["x-error-code"] == "INTERNAL" and r.headers["x-error-level"] == "1"
+    assert "hunter2" not in r.text and "RuntimeError" not in r.text
+    body = r.json()
+    assert body["event_id"] == r.headers["x-error-event-id"] == events[0].event_id
+    assert body["trace_id"] == TRACE_ID == r.headers["x-trace-id"]
+    assert events[0].private_exception == "RuntimeError: database password is hunter2"
+
+
+async def test_app_error_uses_its_code_status() -> None:
+    async with client(ErrtraceMiddleware(raising_app)) as c:
+        r = await c.get("/app-error")
+    assert r.status_code == 503
+    body = r.json()
+    assert (body["code"], body["level"]) == ("AI_GPU_OUT_OF_MEMORY", 1)
+    assert body["detail"] == "GPU 0 is full"
+    assert r.headers["retry-after"] == "1"
+
+
+async def test_error_after_start_records_and_ends_cleanly() -> None:
+    with errtrace.testing.capture_events() as events:
+        async with client(ErrtraceMiddleware(mid_stream_app)) as c:
+            r = await c.get("/plain")
+    assert r.status_code == 200  # no second response
+    assert r.text == "data: first\n\n"
+    assert events[0].code == "LLM_OVERLOADED" and events[0].response_started is True
+
+
+async def test_sse_gets_a_final_error_event() -> None:
+    async with client(ErrtraceMiddleware(mid_stream_app)) as c:
+        r = await c.get("/sse")
+    first, second = r.text.strip().split("\n\n")
+    assert first == "data: first"
+    event_line, data_line = second.split("\n")
+    assert event_line == "event: error"
+    doc = json.loads(data_line.removeprefix("data: "))
+    assert doc["code"] == "LLM_OVERLOADED" and doc["trace_id"] == r.headers["x-trace-id"]
+
+
+async def test_sse_error_event_can_be_disabled() -> None:
+    app = ErrtraceMiddleware(mid_stream_app, sse_error_event=False)
+    async with client(app) as c:
+        r = await c.get("/sse")
+    assert r.text == "data: first\n\n"
+
+
+async def test_fallback_result_answers_the_request() -> None:
+    errtrace.set_fallback("AI_GPU_OUT_OF_MEMORY", lambda err, ctx: {"answer": "cached"})
+    async with client(ErrtraceMiddleware(raising_app)) as c:
+        r = await c.get("/app-error")
+    assert r.status_code == 200 and r.json() == {"answer": "cached"}
+    assert r.headers["x-errtrace-fallback"] == "AI_GPU_OUT_OF_MEMORY"
+    assert "x-trace-id" in r.headers
+
+
+async def test_lifespan_and_websocket_pass_through_untouched() -> None:
+    seen: list[tuple[str, object]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((scope["type"], errtrace.current()))
+        if scope["type"] == "lifespan":
+            raise RuntimeError("lifespan errors are the server's business")
+
+    middleware = ErrtraceMiddleware(app)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Any) -> None:
+        raise AssertionError("nothing may be sent")
+
+    await middleware({"type": "websocket", "path": "/ws", "headers": []}, receive, send)
+    with pytest.raises(RuntimeError, match="server's business"):
+        await middleware({"type": "lifespan"}, receive, send)
+    assert seen == [("websocket", None), ("lifespan", None)]
+
+
+async def test_context_reset_after_request() -> None:
+    async with client(ErrtraceMiddleware(raising_app)) as c:
+        await c.get("/boom")
+    assert errtrace.current() is None
+
+
+async def test_instrument_wraps_a_plain_asgi_callable() -> None:
+    app = errtrace.instrument(raising_app)
+    assert isinstance(app, ErrtraceMiddleware)
+    async with client(app) as c:
+        r = await c.get("/app-error")
+    assert r.json()["code"] == "AI_GPU_OUT_OF_MEMORY"

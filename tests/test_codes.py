@@ -1,0 +1,175 @@
+"""The code catalog, the registry, and loading user codes from YAML."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import errtrace
+from errtrace.core.codes import BUILTIN_CODES, CodeDefinitionError, CodeRegistry, ErrorCode
+from errtrace.core.levels import Level
+from errtrace.core.status import GRPC_CODES
+
+# The public contract of CODES.md: id -> (level, http, grpc, retryable).
+CATALOG = {
+    "INTERNAL": (1, 500, "INTERNAL", False),
+    "VALIDATION_FAILED": (3, 422, "INVALID_ARGUMENT", False),
+    "BAD_REQUEST": (3, 400, "INVALID_ARGUMENT", False),
+    "UNAUTHENTICATED": (3, 401, "UNAUTHENTICATED", False),
+    "PERMISSION_DENIED": (3, 403, "PERMISSION_DENIED", False),
+    "NOT_FOUND": (3, 404, "NOT_FOUND", False),
+    "CONFLICT": (3, 409, "ABORTED", False),
+    "PAYLOAD_TOO_LARGE": (3, 413, "INVALID_ARGUMENT", False),
+    "RATE_LIMITED": (2, 429, "RESOURCE_EXHAUSTED", True),
+    "CIRCUIT_OPEN": (2, 503, "UNAVAILABLE", True),
+    "TIMEOUT": (2, 504, "DEADLINE_EXCEEDED", True),
+    "UPSTREAM_UNAVAILABLE": (2, 503, "UNAVAILABLE", True),
+    "UPSTREAM_ERROR": (2, 502, "UNAVAILABLE", True),
+    "CANCELLED": (5, 499, "CANCELLED", False),
+    "NOT_IMPLEMENTED": (3, 501, "UNIMPLEMENTED", False),
+    "AI_PROCESS_UNSAFE": (0, 500, "INTERNAL", False),
+    "AI_MODEL_LOAD_FAILED": (1, 503, "UNAVAILABLE", False),
+    "AI_GPU_OUT_OF_MEMORY": (1, 503, "RESOURCE_EXHAUSTED", True),
+    "AI_RUNTIME_INIT_FAILED": (2, 503, "UNAVAILABLE", True),
+    "AI_INFERENCE_TIMEOUT": (2, 504, "DEADLINE_EXCEEDED", True),
+    "AI_COORDINATION_LOST": (2, 503, "UNAVAILABLE", True),
+    "AI_EMBEDDING_FAILED": (2, 503, "UNAVAILABLE", True),
+    "AI_VECTOR_INDEX_UNAVAILABLE": (2, 503, "UNAVAILABLE", True),
+    "AI_TENSOR_SHAPE_MISMATCH": (3, 400, "INVALID_ARGUMENT", False),
+    "AI_PROMPT_TEMPLATE_VAR_MISSING": (3, 400, "INVALID_ARGUMENT", False),
+    "AI_POLICY_REJECTED": (3, 403, "PERMISSION_DENIED", False),
+    "AI_COMPLIANCE_CHECK_FAILED": (3, 451, "FAILED_PRECONDITION", False),
+    "AI_LATENCY_DEGRADED": (4, None, None, False),
+    "AI_CACHE_MISS": (5, None, None, False),
+    "AI_COLD_START": (5, None, None, False),
+    "LLM_CONTEXT_LENGTH_EXCEEDED": (3, 400, "INVALID_ARGUMENT", False),
+    "LLM_RATE_LIMITED": (2, 429, "RESOURCE_EXHAUSTED", True),
+    "LLM_QUOTA_EXCEEDED": (1, 429, "RESOURCE_EXHAUSTED", False),
+    "LLM_AUTH_FAILED": (1, 502, "UNAVAILABLE", False),
+    "LLM_PERMISSION_DENIED": (1, 502, "UNAVAILABLE", False),
+    "LLM_MODEL_NOT_FOUND": (1, 502, "UNAVAILABLE", False),
+    "LLM_CONTENT_FILTERED": (3, 422, "FAILED_PRECONDITION", False),
+    "LLM_INVALID_REQUEST": (3, 400, "INVALID_ARGUMENT", False),
+    "LLM_TIMEOUT": (2, 504, "DEADLINE_EXCEEDED", True),
+    "LLM_OVERLOADED": (2, 503, "UNAVAILABLE", True),
+    "LLM_SERVER_ERROR": (2, 502, "UNAVAILABLE", True),
+    "LLM_CONNECTION_ERROR": (2, 502, "UNAVAILABLE", True),
+    "LLM_OUTPUT_PARSE_ERROR": (3, 502, "INTERNAL", True),
+    "LLM_TOOL_ERROR": (3, 502, "INTERNAL", False),
+    "LLM_UNKNOWN": (2, 502, "UNKNOWN", False),
+}
+
+
+def test_builtin_catalog_matches_the_contract_exactly() -> None:
+    got = {c.id: (int(c.level), c.http_status, c.grpc_status, c.retryable) for c in BUILTIN_CODES}
+    assert got == CATALOG
+
+
+def test_every_builtin_code_has_a_one_sentence_hint_and_valid_id() -> None:
+    for code in BUILTIN_CODES:
+        assert re.fullmatch(r"[A-Z][A-Z0-9_]{0,62}", code.id)
+        assert code.hint.endswith(".") and len(code.hint) > 20, code.id
+        assert code.grpc_status is None or code.grpc_status in GRPC_CODES
+
+
+def test_kinds_follow_retryable_and_level() -> None:
+    assert errtrace.registry.get("LLM_RATE_LIMITED").kind == "transient"
+    assert errtrace.registry.get("AI_MODEL_LOAD_FAILED").kind == "system"
+    assert errtrace.registry.get("VALIDATION_FAILED").kind == "business"
+
+
+def test_register_in_code_and_duplicates_fail_loudly() -> None:
+    reg = CodeRegistry()
+    code = reg.define("PAYMENT_DECLINED", 3, http_status=402, hint="Use another card.")
+    assert reg.get("PAYMENT_DECLINED") is code
+    assert code.grpc_status == "FAILED_PRECONDITION"  # derived from the HTTP status
+    with pytest.raises(CodeDefinitionError, match="already registered"):
+        reg.define("PAYMENT_DECLINED", 3)
+    reg.define("PAYMENT_DECLINED", 2, replace=True)
+    assert reg.get("PAYMENT_DECLINED").level is Level.SEVERE
+
+
+def test_status_defaults_come_from_level() -> None:
+    code = ErrorCode("SOMETHING_DOWN", Level.CRITICAL)
+    assert (code.http_status, code.grpc_status) == (503, "UNAVAILABLE")
+    assert ErrorCode("SLOW_PATH", 4).http_status is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"id": "lower_case", "level": 3}, "id"),
+        ({"id": "X" * 64, "level": 3}, "id"),
+        ({"id": "OK_ID", "level": 9}, "level"),
+        ({"id": "OK_ID", "level": 3, "http_status": 200}, "http_status"),
+        ({"id": "OK_ID", "level": 3, "grpc_status": "NOPE"}, "grpc_status"),
+        ({"id": "OK_ID", "level": 3, "retryable": "yes"}, "retryable"),
+    ],
+)
+def test_invalid_definitions_name_the_field(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(CodeDefinitionError, match=message):
+        CodeRegistry().define(**fields)  # type: ignore[arg-type]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "codes.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_load_codes_from_yaml(tmp_path: Path) -> None:
+    reg = CodeRegistry(list(BUILTIN_CODES))
+    path = write(tmp_path, """
+codes:
+  - id: PAYMENT_DECLINED
+    level: moderate
+    http_status: 402
+    hint: Ask the customer for another payment method.
+  - id: LLM_AUTH_FAILED
+    level: 1
+    http_status: 401
+    grpc_status: UNAUTHENTICATED
+    override: true
+""")
+    loaded = reg.load_yaml(path)
+    assert [c.id for c in loaded] == ["PAYMENT_DECLINED", "LLM_AUTH_FAILED"]
+    assert reg.get("PAYMENT_DECLINED").http_status == 402
+    assert reg.get("LLM_AUTH_FAILED").http_status == 401  # pass-through override
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("codes:\n  - id: A_CODE\n    level: 12\n", r"codes\[0\]\.level"),
+        ("codes:\n  - id: A_CODE\n    level: 3\n    colour: red\n", r"codes\[0\]: unknown field"),
+        ("codes:\n  - id: A_CODE\n    level: 3\n  - id: A_CODE\n    level: 3\n",
+         r"codes\[1\]\.id: A_CODE is defined twice"),
+        ("codes:\n  - id: INTERNAL\n    level: 3\n",
+         r"codes\[0\]\.id: INTERNAL is already registered"),
+        ("codes:\n  - level: 3\n", r"codes\[0\]\.id: missing"),
+        ("codes: {}\n", "'codes' must be a list"),
+        ("codes:\n  - id: [unclosed\n", r"codes\.yaml:\d+: invalid YAML"),
+    ],
+)
+def test_bad_yaml_fails_naming_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
+    reg = CodeRegistry(list(BUILTIN_CODES))
+    path = write(tmp_path, text)
+    with pytest.raises(ValueError, match=expected) as info:
+        reg.load_yaml(path)
+    assert str(path) in str(info.value)
+    assert len(reg) == len(BUILTIN_CODES)  # all or nothing
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot read"):
+        CodeRegistry().load_yaml(tmp_path / "absent.yaml")
+
+
+def test_level_parse() -> None:
+    assert Level.parse("fatal") is Level.FATAL
+    assert Level.parse("6") is Level.DEBUG
+    with pytest.raises(ValueError, match=r"expected 0\.\.6"):
+        Level.parse(7)
+    assert [lvl.fails_request for lvl in Level] == [True] * 4 + [False] * 3

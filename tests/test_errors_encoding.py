@@ -1,0 +1,194 @@
+"""AppError, exception translation by MRO, problem+json and decoding it back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+import errtrace
+from errtrace.core.config import Config
+from errtrace.core.context import ErrorContext
+from errtrace.core.encoding import (
+    PROBLEM_JSON,
+    error_headers,
+    from_http_response,
+    neutral,
+    problem,
+)
+from errtrace.core.errors import ExceptionMapper, RemoteError, to_app_error
+from errtrace.core.runtime import Runtime
+
+CTX = ErrorContext(trace_id="a" * 32, span_id="b" * 16, biz_code="tenant-42")
+
+
+def test_app_error_kind_class_follows_code() -> None:
+    assert isinstance(errtrace.AppError("LLM_RATE_LIMITED"), errtrace.TransientError)
+    assert isinstance(errtrace.AppError("AI_MODEL_LOAD_FAILED"), errtrace.SystemFailure)
+    assert isinstance(errtrace.AppError("NOT_FOUND"), errtrace.BusinessError)
+    err = errtrace.AppError("LLM_CONTEXT_LENGTH_EXCEEDED", "too long", details={"limit": 8192})
+    assert (err.code, err.http_status, err.grpc_status, err.level) == (
+        "LLM_CONTEXT_LENGTH_EXCEEDED", 400, "INVALID_ARGUMENT", errtrace.Level.MODERATE,
+    )
+    with pytest.raises(errtrace.BusinessError):
+        raise err
+
+
+def test_unknown_code_still_answers_as_a_server_error() -> None:
+    err = errtrace.AppError("SOME_OTHER_SERVICE_CODE")
+    assert err.http_status == 500 and err.level == errtrace.Level.SEVERE
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (TimeoutError("t"), "TIMEOUT"),
+        (asyncio.TimeoutError(), "TIMEOUT"),
+        (ConnectionRefusedError("no"), "UPSTREAM_UNAVAILABLE"),
+        (NotImplementedError(), "NOT_IMPLEMENTED"),
+        (ValueError("secret"), "INTERNAL"),
+        (KeyError("k"), "INTERNAL"),
+    ],
+)
+def test_builtin_exception_mapping(exc: BaseException, code: str) -> None:
+    err = to_app_error(exc)
+    assert err.code == code
+    assert err.cause is exc
+
+
+def test_mro_most_specific_mapping_wins() -> None:
+    class StoreError(Exception):
+        pass
+
+    class StoreTimeout(StoreError, TimeoutError):
+        pass
+
+    mapper = ExceptionMapper()
+    mapper.register(StoreError, "UPSTREAM_ERROR")
+    mapper.register(TimeoutError, "TIMEOUT")
+    mapper.register(StoreTimeout, "AI_INFERENCE_TIMEOUT")
+    assert mapper.translate(StoreError()).code == "UPSTREAM_ERROR"
+    assert mapper.translate(StoreTimeout()).code == "AI_INFERENCE_TIMEOUT"
+
+    class Other(StoreError):
+        pass
+
+    assert mapper.translate(Other()).code == "UPSTREAM_ERROR"
+    with pytest.raises(KeyError, match="NO_SUCH_CODE"):
+        mapper.register(Other, "NO_SUCH_CODE")
+
+
+def test_translator_used_for_unmapped_and_its_bugs_are_contained() -> None:
+    mapper = ExceptionMapper()
+
+    def broken(exc: BaseException) -> errtrace.AppError | None:
+        raise RuntimeError("translator bug")
+
+    def llm(exc: BaseException) -> errtrace.AppError | None:
+        return errtrace.AppError("LLM_OVERLOADED") if "overloaded" in str(exc) else None
+
+    mapper.add_translator(broken)
+    mapper.add_translator(llm)
+    err = mapper.translate(RuntimeError("overloaded_error"))
+    assert err.code == "LLM_OVERLOADED" and isinstance(err.cause, RuntimeError)
+    assert mapper.translate(RuntimeError("other")).code == "INTERNAL"
+
+
+def test_problem_members_rfc9457_and_extensions() -> None:
+    config = Config()
+    err = errtrace.AppError(
+        "LLM_RATE_LIMITED", "slow down",
+        details={"retry_after": 2.2, "model": "gpt-4o", "_provider_text": "secret raw"},
+    )
+    body = problem(err, CTX, "01EVENT", config)
+    assert body["type"] == "https://errtrace.dev/codes/LLM_RATE_LIMITED"
+    assert (body["title"], body["status"], body["detail"], body["instance"]) == (
+        "LLM rate limited", 429, "slow down", "01EVENT",
+    )
+    assert body["code"] == "LLM_RATE_LIMITED" and body["level"] == 2
+    assert (body["trace_id"], body["span_id"]) == ("a" * 32, "b" * 16)
+    assert body["biz_code"] == "tenant-42"
+    assert body["event_id"] == "01EVENT" and body["retryable"] is True
+    assert body["retry_after"] == 2.2 and body["hint"]
+    assert body["details"] == {"model": "gpt-4o"}  # the private key is not sent
+    assert "secret raw" not in json.dumps(body)
+    headers = dict(error_headers(err, CTX, "01EVENT", config))
+    assert headers["Retry-After"] == "3"
+    assert headers["X-Error-Code"] == "LLM_RATE_LIMITED" and headers["X-Error-Level"] == "2"
+
+
+def test_unhandled_exception_text_never_in_body_unless_debug() -> None:
+    err = to_app_error(ValueError("password=hunter2"))
+    body = json.dumps(problem(err, CTX, "E", Config()))
+    assert "hunter2" not in body and "ValueError" not in body
+    debug_body = json.dumps(problem(err, CTX, "E", Config(debug=True)))
+    assert "hunter2" in debug_body and "traceback" in debug_body
+
+
+def test_round_trip_through_http_keeps_code_event_and_chain() -> None:
+    config = Config(service_name="bottom")
+    inner = errtrace.AppError("LLM_RATE_LIMITED", details={"retry_after": 4})
+    body = json.dumps(problem(inner, CTX, "EV-BOTTOM", config)).encode()
+    decoded = from_http_response(429, {"content-type": PROBLEM_JSON}, body, service="bottom")
+    assert decoded is not None
+    assert decoded.code == "LLM_RATE_LIMITED" and decoded.http_status == 429
+    assert decoded.retry_after == 4.0
+    assert decoded.remote == RemoteError(
+        code="LLM_RATE_LIMITED", event_id="EV-BOTTOM", trace_id="a" * 32, span_id="b" * 16,
+        service="bottom", level=2, http_status=429, grpc_status=None,
+    )
+    # One hop up: the middle hop re-raises it, its own event links the bottom one.
+    middle = problem(decoded, CTX, "EV-MIDDLE", Config(service_name="middle"))
+    assert middle["caused_by"] == [{"code": "LLM_RATE_LIMITED", "event_id": "EV-BOTTOM",
+                                    "span_id": "b" * 16, "service": "bottom"}]
+    top = from_http_response(429, {"content-type": PROBLEM_JSON}, json.dumps(middle).encode())
+    assert top is not None
+    chain = problem(top, CTX, "EV-TOP", config)["caused_by"]
+    assert [link["event_id"] for link in chain] == ["EV-MIDDLE", "EV-BOTTOM"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "code"),
+    [
+        ({"content-type": "application/json"}, b'{"code": "PAYMENT_DECLINED", "message": "x"}',
+         "PAYMENT_DECLINED"),
+        ({"content-type": "application/json"}, b'{"error": {"code": "NOT_FOUND"}}', "NOT_FOUND"),
+        ({"x-error-code": "TIMEOUT", "x-error-event-id": "EV1"}, b"gateway timeout", "TIMEOUT"),
+    ],
+)
+def test_decode_other_shapes(headers: dict[str, str], body: bytes, code: str) -> None:
+    err = from_http_response(504, headers, body)
+    assert err is not None and err.code == code
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"plain text", b"{not json", b'{"code": "lower-case bad"}', b"[1,2]",
+             b'{"code": 12}'],
+)
+def test_decode_returns_none_without_usable_code(body: bytes) -> None:
+    assert from_http_response(500, {"content-type": "application/json"}, body) is None
+
+
+def test_neutral_form() -> None:
+    err = errtrace.AppError("AI_GPU_OUT_OF_MEMORY")
+    data = neutral(err, CTX, "EV", Config(service_name="svc"))
+    assert data["code"] == "AI_GPU_OUT_OF_MEMORY" and data["grpc_status"] == "RESOURCE_EXHAUSTED"
+    assert data["service"] == "svc" and data["event_id"] == "EV" and data["level"] == 1
+
+
+def test_runtime_http_error_and_record() -> None:
+    runtime = Runtime(Config(service_name="svc"))
+    seen: list[Any] = []
+    errtrace.on_error(lambda event, ctx: seen.append((event.code, ctx.trace_id)))
+    with errtrace.testing.capture_events() as captured:
+        failure = runtime.fail(ValueError("boom"), CTX, transport="http", method="GET", route="/x")
+    status, headers, body = runtime.http_error(failure.error, CTX)
+    assert status == 500
+    assert ("Content-Type", PROBLEM_JSON) in headers
+    event = captured[0]
+    assert event.code == "INTERNAL" and event.trace_id == "a" * 32 and event.biz_code == "tenant-42"
+    assert event.private_exception == "ValueError: boom"
+    assert json.loads(body)["event_id"] == event.event_id == CTX.event_id
+    assert seen == [("INTERNAL", "a" * 32)]

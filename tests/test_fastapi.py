@@ -1,0 +1,294 @@
+"""FastAPI and Starlette apps instrumented in one line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+
+import errtrace
+
+from .conftest import TRACE_ID, TRACEPARENT
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Prompt(BaseModel):
+    template: str
+    max_tokens: int
+
+
+def ctx_dict() -> dict[str, Any]:
+    ctx = errtrace.current()
+    assert ctx is not None
+    return ctx.as_dict()
+
+
+def make_fastapi(**options: Any) -> tuple[FastAPI, list[dict[str, Any]]]:
+    background: list[dict[str, Any]] = []
+    app = errtrace.instrument(FastAPI(), service_name="api", **options)
+
+    def dep() -> dict[str, Any]:
+        return ctx_dict()
+
+    @app.get("/async")
+    async def async_route(d: dict[str, Any] = Depends(dep)) -> dict[str, Any]:
+        return {"route": ctx_dict(), "dependency": d}
+
+    @app.get("/sync")
+    def sync_route() -> dict[str, Any]:  # runs in Starlette's threadpool
+        return ctx_dict()
+
+    @app.get("/background")
+    async def with_background(tasks: BackgroundTasks) -> dict[str, str]:
+        tasks.add_task(lambda: background.append(ctx_dict()))
+        return {"ok": "yes"}
+
+    @app.get("/llm")
+    async def llm() -> None:
+        raise errtrace.AppError("LLM_CONTEXT_LENGTH_EXCEEDED", details={"limit_tokens": 8192})
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("internal secret: key=sk-123")
+
+    @app.get("/http")
+    async def http_error() -> None:
+        raise HTTPException(status_code=403, detail="not your tenant")
+
+    @app.get("/teapot")
+    async def teapot() -> None:
+        raise HTTPException(status_code=418)
+
+    @app.post("/prompt")
+    async def prompt(p: Prompt) -> Prompt:
+        return p
+
+    @app.get("/echo")
+    async def echo(request: Request) -> dict[str, Any]:
+        await asyncio.sleep(0.001)  # let other requests interleave
+        return {"ctx": ctx_dict(), "outgoing": errtrace.outgoing_headers()}
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def gen() -> Any:
+            yield "data: one\n\n"
+            raise errtrace.AppError("LLM_SERVER_ERROR")
+
+        return StreamingResponse(gen(), media_type="text/event-stream")
+
+    return app, background
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+H = {"traceparent": TRACEPARENT, "x-biz-code": "tenant-42"}
+
+
+async def test_context_everywhere_a_handler_runs() -> None:
+    app, background = make_fastapi()
+    async with client(app) as c:
+        r_async = await c.get("/async", headers=H)
+        r_sync = await c.get("/sync", headers=H)
+        r_bg = await c.get("/background", headers=H)
+    route, dep = r_async.json()["route"], r_async.json()["dependency"]
+    assert route == dep
+    assert route["trace_id"] == TRACE_ID and route["biz_code"] == "tenant-42"
+    assert r_sync.json()["trace_id"] == TRACE_ID and r_sync.json()["biz_code"] == "tenant-42"
+    assert background[0]["trace_id"] == TRACE_ID
+    assert background[0]["span_id"] != route["span_id"]  # its own request, its own span
+    for r in (r_async, r_sync, r_bg):
+        assert r.headers["x-trace-id"] == TRACE_ID
+    assert errtrace.current() is None
+
+
+async def test_app_error_problem_json() -> None:
+    app, _ = make_fastapi()
+    async with client(app) as c:
+        r = await c.get("/llm", headers=H)
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["code"] == "LLM_CONTEXT_LENGTH_EXCEEDED" and body["level"] == 3
+    assert body["details"] == {"limit_tokens": 8192}
+    assert "larger context window" in body["hint"]
+    assert body["biz_code"] == "tenant-42" and body["trace_id"] == TRACE_ID
+    assert r.headers["x-error-event-id"] == body["event_id"] == body["instance"]
+
+
+async def test_unhandled_500_carries_context_and_no_secret() -> None:
+    app, _ = make_fastapi()
+    async with client(app) as c:
+        r = await c.get("/boom", headers=H)
+    assert r.status_code == 500
+    assert r.headers["x-error-code"] == "INTERNAL" and r.headers["x-trace-id"] == TRACE_ID
+    assert "sk-123" not in r.text and "RuntimeError" not in r.text
+
+
+async def test_debug_mode_shows_exception_text() -> None:
+    app, _ = make_fastapi(debug=True)
+    async with client(app) as c:
+        r = await c.get("/boom")
+    assert "sk-123" in r.json()["debug"]["exception"]
+
+
+async def test_http_exceptions_become_problems_with_their_status() -> None:
+    app, _ = make_fastapi()
+    async with client(app) as c:
+        r403 = await c.get("/http", headers=H)
+        r404 = await c.get("/nowhere", headers=H)
+        r405 = await c.post("/sync", headers=H)
+        r418 = await c.get("/teapot", headers=H)
+    assert (r403.status_code, r403.json()["code"], r403.json()["detail"]) == (
+        403, "PERMISSION_DENIED", "not your tenant",
+    )
+    assert (r404.status_code, r404.json()["code"]) == (404, "NOT_FOUND")
+    assert (r405.status_code, r405.json()["code"]) == (405, "BAD_REQUEST")
+    assert r405.headers["allow"] == "GET"
+    assert (r418.status_code, r418.json()["code"]) == (418, "BAD_REQUEST")
+    for r in (r403, r404, r405, r418):
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.headers["x-trace-id"] == TRACE_ID
+
+
+async def test_validation_error_lists_fields_without_echoing_input() -> None:
+    app, _ = make_fastapi()
+    async with client(app) as c:
+        r = await c.post("/prompt", json={"template": "<script>x</script>", "max_tokens": "many"})
+    assert r.status_code == 422
+    body = r.json()
+    assert body["code"] == "VALIDATION_FAILED"
+    assert body["errors"] == [
+        {"field": "body.max_tokens", "message": body["errors"][0]["message"], "type": "int_parsing"}
+    ]
+    assert "many" not in r.text and "<script>" not in r.text
+
+
+async def test_streaming_error_after_start_sends_sse_error_event() -> None:
+    app, _ = make_fastapi()
+    with errtrace.testing.capture_events() as events:
+        async with client(app) as c:
+            r = await c.get("/stream", headers=H)
+    assert r.status_code == 200
+    assert "event: error" in r.text and '"code": "LLM_SERVER_ERROR"' in r.text
+    assert events[-1].response_started is True
+
+
+async def test_concurrent_requests_never_cross_contexts() -> None:
+    app, _ = make_fastapi()
+    n = 300
+    traces = [f"{i + 1:032x}" for i in range(n)]
+
+    async with client(app) as c:
+        async def one(i: int) -> httpx.Response:
+            return await c.get("/echo", headers={
+                "traceparent": f"00-{traces[i]}-{i + 1:016x}-01",
+                "x-biz-code": f"tenant-{i}",
+            })
+
+        responses = await asyncio.gather(*(one(i) for i in range(n)))
+    for i, r in enumerate(responses):
+        body = r.json()
+        assert r.headers["x-trace-id"] == traces[i]
+        assert body["ctx"]["trace_id"] == traces[i]
+        assert body["ctx"]["biz_code"] == f"tenant-{i}"
+        assert body["ctx"]["parent_span_id"] == f"{i + 1:016x}"
+        assert body["outgoing"]["traceparent"].split("-")[1] == traces[i]
+        assert body["outgoing"]["x-biz-code"] == f"tenant-{i}"
+
+
+async def test_instrument_is_idempotent_and_keeps_user_handlers() -> None:
+    app = FastAPI()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def mine(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("mine", status_code=404)
+
+    errtrace.instrument(app)
+    errtrace.instrument(app)
+    async with client(app) as c:
+        r = await c.get("/missing")
+    assert r.text == "mine" and "x-trace-id" in r.headers
+    assert sum(m.cls.__name__ == "ErrtraceMiddleware" for m in app.user_middleware) == 1  # type: ignore[attr-defined]
+
+
+async def test_plain_starlette_app() -> None:
+    async def home(request: Request) -> JSONResponse:
+        return JSONResponse(ctx_dict())
+
+    async def fail(request: Request) -> JSONResponse:
+        raise errtrace.AppError("AI_VECTOR_INDEX_UNAVAILABLE")
+
+    app = errtrace.instrument(Starlette(routes=[Route("/", home), Route("/fail", fail)]))
+    async with client(app) as c:
+        ok = await c.get("/", headers=H)
+        bad = await c.get("/fail", headers=H)
+        missing = await c.get("/missing", headers=H)
+    assert ok.json()["trace_id"] == TRACE_ID
+    assert bad.status_code == 503 and bad.json()["code"] == "AI_VECTOR_INDEX_UNAVAILABLE"
+    assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"
+
+
+# --- a real server ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def uvicorn_url() -> Iterator[str]:
+    app, _ = make_fastapi()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+def test_end_to_end_against_uvicorn(uvicorn_url: str, anyio_backend: str) -> None:
+    with httpx.Client(base_url=uvicorn_url, timeout=10) as c:
+        ok = c.get("/async", headers=H)
+        rate = c.get("/llm", headers=H)
+        boom = c.get("/boom", headers=H)
+        stream = c.get("/stream", headers=H)
+    assert ok.status_code == 200 and ok.headers["x-trace-id"] == TRACE_ID
+    assert ok.json()["route"]["biz_code"] == "tenant-42"
+    assert rate.status_code == 400 and rate.json()["code"] == "LLM_CONTEXT_LENGTH_EXCEEDED"
+    assert boom.status_code == 500 and "sk-123" not in boom.text
+    assert boom.headers["x-trace-id"] == TRACE_ID
+    lines = stream.text.strip().split("\n\n")
+    assert lines[0] == "data: one" and lines[-1].startswith("event: error")
+    assert json.loads(lines[-1].split("data: ", 1)[1])["code"] == "LLM_SERVER_ERROR"

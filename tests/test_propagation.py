@@ -1,0 +1,301 @@
+"""W3C Trace Context (Level 2) and W3C Baggage rules of the core propagation."""
+
+from __future__ import annotations
+
+import pytest
+
+from errtrace.core.context import FLAG_RANDOM, FLAG_SAMPLED
+from errtrace.core.propagation import (
+    DEFAULT_SETTINGS,
+    dict_getter,
+    dict_setter,
+    extract,
+    format_baggage,
+    inject,
+    parse_baggage,
+    parse_traceparent,
+    parse_tracestate,
+)
+from errtrace.core.stats import stats
+
+from .conftest import TRACE_ID, TRACEPARENT
+
+VALID = TRACEPARENT
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        VALID,
+        " " + VALID,
+        "\t" + VALID + " \t",
+        "cc-12345678901234567890123456789012-1234567890123456-01",
+        "cc-12345678901234567890123456789012-1234567890123456-01-what-the-future-will-be-like",
+    ],
+)
+def test_valid_traceparent_is_continued(value: str) -> None:
+    parsed = parse_traceparent(value)
+    assert parsed is not None
+    assert parsed.trace_id == TRACE_ID
+    assert parsed.parent_id == "1234567890123456"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "garbage",
+        VALID + ".",  # version 00 must be exactly 55 characters
+        VALID + "-what-the-future-will-be-like",
+        "cc-12345678901234567890123456789012-1234567890123456-01.what-the-future",
+        "ff-12345678901234567890123456789012-1234567890123456-01",  # version ff invalid
+        ".0-12345678901234567890123456789012-1234567890123456-01",
+        "0.-12345678901234567890123456789012-1234567890123456-01",
+        "000-12345678901234567890123456789012-1234567890123456-01",
+        "0-12345678901234567890123456789012-1234567890123456-01",
+        "00-00000000000000000000000000000000-1234567890123456-01",  # all-zero trace id
+        "00-12345678901234567890123456789012-0000000000000000-01",  # all-zero parent
+        "00-.2345678901234567890123456789012-1234567890123456-01",
+        "00-123456789012345678901234567890123-1234567890123456-01",
+        "00-1234567890123456789012345678901-1234567890123456-01",
+        "00-12345678901234567890123456789012-12345678901234567-01",
+        "00-12345678901234567890123456789012-123456789012345-01",
+        "00-12345678901234567890123456789012-1234567890123456-.0",
+        "00-12345678901234567890123456789012-1234567890123456-001",
+        "00-12345678901234567890123456789012-1234567890123456-1",
+        "00-1234567890ABCDEF1234567890123456-1234567890123456-01",  # upper-case hex
+        "00-12345678901234567890123456789012-1234567890ABCDEF-01",
+        "x" * 100_000,
+    ],
+)
+def test_invalid_traceparent_is_rejected(value: str) -> None:
+    assert parse_traceparent(value) is None
+
+
+def test_invalid_traceparent_starts_new_trace_and_drops_tracestate() -> None:
+    carrier = {
+        "traceparent": "00-00000000000000000000000000000000-1234567890123456-01",
+        "tracestate": "foo=1",
+    }
+    ctx = extract(carrier, dict_getter)
+    assert ctx.trace_id != "0" * 32 and len(ctx.trace_id) == 32
+    assert ctx.parent_span_id is None
+    assert ctx.tracestate is None
+    assert ctx.remote is False
+    assert stats.get("traceparent_invalid") == 1
+
+
+def test_duplicated_traceparent_headers_start_new_trace() -> None:
+    ctx = extract({"traceparent": [VALID, VALID.replace("12-", "11-", 1)]}, dict_getter)
+    assert ctx.trace_id != TRACE_ID
+
+
+def test_new_hop_gets_new_span_with_caller_as_parent() -> None:
+    ctx = extract({"TraceParent": VALID}, dict_getter)
+    assert ctx.trace_id == TRACE_ID
+    assert ctx.parent_span_id == "1234567890123456"
+    assert ctx.span_id != "1234567890123456" and len(ctx.span_id) == 16
+    assert ctx.remote is True
+
+
+def test_flags_keep_sampled_and_random_and_zero_unknown_bits() -> None:
+    ctx = extract({"traceparent": VALID[:-2] + "ff"}, dict_getter)
+    assert ctx.trace_flags == FLAG_SAMPLED | FLAG_RANDOM
+    ctx = extract({"traceparent": VALID[:-2] + "02"}, dict_getter)
+    assert ctx.trace_flags == FLAG_RANDOM
+    headers: dict[str, str] = {}
+    inject(ctx, headers, dict_setter)
+    assert headers["traceparent"].endswith("-02")
+
+
+def test_future_version_is_forwarded_as_version_00() -> None:
+    ctx = extract(
+        {"traceparent": "cc-12345678901234567890123456789012-1234567890123456-01-xyz"},
+        dict_getter,
+    )
+    headers: dict[str, str] = {}
+    inject(ctx, headers, dict_setter)
+    assert headers["traceparent"].startswith("00-" + TRACE_ID + "-")
+
+
+def test_new_trace_sets_random_flag() -> None:
+    ctx = extract({}, dict_getter)
+    assert ctx.trace_flags & FLAG_RANDOM
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["foo=1,bar=2"], "foo=1,bar=2"),
+        (["foo=1 \t , \t bar=2, \t baz=3"], "foo=1,bar=2,baz=3"),
+        (["\t foo=1 \t"], "foo=1"),
+        (["foo=1,bar=2", "rojo=1,congo=2", "baz=3"], "foo=1,bar=2,rojo=1,congo=2,baz=3"),
+        (["", "foo=1"], "foo=1"),
+        (["foo=1", ""], "foo=1"),
+        ([""], None),
+        (["t" * 241 + "@" + "v" * 14 + "=1"], "t" * 241 + "@" + "v" * 14 + "=1"),
+        (["z" * 256 + "=1"], "z" * 256 + "=1"),
+    ],
+)
+def test_tracestate_valid(values: list[str], expected: str | None) -> None:
+    assert parse_tracestate(values) == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["foo=1,foo=1"],
+        ["foo=1", "foo=2"],  # duplicates across headers
+        ["foo =1"],
+        ["FOO=1"],
+        ["foo.bar=1"],
+        ["foo@=1,bar=2"],
+        ["@foo=1,bar=2"],
+        ["foo@@bar=1,bar=2"],
+        ["foo@bar@baz=1,bar=2"],
+        ["foo=1", "z" * 257 + "=1"],
+        ["foo=1", "t" * 242 + "@v=1"],
+        ["foo=1", "t@" + "v" * 15 + "=1"],
+        ["foo=bar=baz"],
+        ["foo=,bar=3"],
+        [",".join(f"bar{i:02d}={i:02d}" for i in range(1, 34))],  # 33 members
+    ],
+)
+def test_tracestate_invalid_is_dropped_whole(values: list[str]) -> None:
+    assert parse_tracestate(values) is None
+
+
+def test_tracestate_32_members_kept() -> None:
+    members = [f"bar{i:02d}={i:02d}" for i in range(1, 33)]
+    assert parse_tracestate([",".join(members[:10]), ",".join(members[10:])]) == ",".join(members)
+
+
+def test_tracestate_all_allowed_characters() -> None:
+    key = "abcdefghijklmnopqrstuvwxyz0123456789_-*/"
+    value = (
+        "".join(map(chr, range(0x20, 0x2C)))
+        + "".join(map(chr, range(0x2D, 0x3D)))
+        + "".join(map(chr, range(0x3E, 0x7F)))
+    )
+    assert parse_tracestate([f"{key}={value}"]) == f"{key}={value}"
+    assert parse_tracestate([f"{key}@a-z0-9_-*/={value}"]) == f"{key}@a-z0-9_-*/={value}"
+
+
+def test_tracestate_over_512_drops_long_members_first() -> None:
+    long_member = "big=" + "x" * 200
+    small = [f"k{i}=" + "v" * 20 for i in range(20)]  # 20 * 24 = 480 characters
+    result = parse_tracestate([",".join([small[0], long_member, *small[1:]])])
+    assert result is not None
+    assert "big=" not in result
+    assert len(result) <= 512
+    assert result.startswith("k0=")
+
+
+def test_tracestate_forwarded_unchanged_on_outgoing_calls() -> None:
+    ctx = extract({"traceparent": VALID, "tracestate": "rojo=00f067aa0ba902b7"}, dict_getter)
+    headers: dict[str, str] = {}
+    inject(ctx, headers, dict_setter)
+    assert headers["tracestate"] == "rojo=00f067aa0ba902b7"
+
+
+def test_inject_fresh_child_span_per_call() -> None:
+    ctx = extract({"traceparent": VALID}, dict_getter)
+    spans = set()
+    for _ in range(5):
+        headers: dict[str, str] = {}
+        child = inject(ctx, headers, dict_setter)
+        version, trace_id, span, flags = headers["traceparent"].split("-")
+        assert (version, trace_id, flags) == ("00", TRACE_ID, "01")
+        assert span == child and span != ctx.span_id
+        spans.add(span)
+    assert len(spans) == 5
+    assert ctx.outgoing_spans == sorted(spans, key=ctx.outgoing_spans.index)
+
+
+# --- baggage -----------------------------------------------------------------------------
+
+
+def test_baggage_percent_decoding_and_properties() -> None:
+    members = parse_baggage(["userId=alice%20smith;ttl=60 , serverNode=DF%3A28,  isProd=false"])
+    assert members == [
+        ("userId", "alice smith", "ttl=60"),
+        ("serverNode", "DF:28", ""),
+        ("isProd", "false", ""),
+    ]
+
+
+def test_baggage_round_trip_encodes_unsafe_characters() -> None:
+    original = [("k", 'a b,c;d"e\\f%g', ""), ("unicode", "café ☕", "p=1")]
+    assert parse_baggage([format_baggage(original)]) == original
+
+
+def test_baggage_invalid_members_dropped_one_by_one() -> None:
+    members = parse_baggage(["good=1,bad key=2,novalue,also=ok,quoted=\"x\""])
+    assert [m[0] for m in members] == ["good", "also"]
+    assert stats.get("baggage_members_dropped") == 3
+
+
+def test_baggage_member_limit_64_keeps_whole_members() -> None:
+    header = ",".join(f"k{i}=v{i}" for i in range(100))
+    members = parse_baggage([header])
+    assert len(members) == 64
+    assert members[-1] == ("k63", "v63", "")
+
+
+def test_baggage_byte_limit_never_keeps_partial_members() -> None:
+    big = "x" * 3000
+    header = ",".join(f"k{i}={big}" for i in range(5))  # ~15 000 bytes
+    members = parse_baggage([header])
+    assert len(members) == 2  # 2 * 3003 + 1 <= 8192 < 3 members
+    assert all(value == big for _, value, _ in members)
+    assert len(format_baggage(members)) <= 8192
+
+
+def test_format_baggage_respects_limits() -> None:
+    members = [(f"k{i}", "v" * 200, "") for i in range(80)]
+    out = format_baggage(members)
+    assert len(out) <= 8192
+    assert out.count(",") + 1 <= 64
+
+
+# --- business code ---------------------------------------------------------------------
+
+
+def test_biz_code_from_header_validated() -> None:
+    ctx = extract({"x-biz-code": "tenant-42"}, dict_getter)
+    assert ctx.biz_code == "tenant-42"
+
+
+@pytest.mark.parametrize("bad", ["-leading", "has space", "x" * 65, "<script>", "é", ""])
+def test_invalid_biz_code_dropped_and_counted(bad: str) -> None:
+    ctx = extract({"x-biz-code": bad}, dict_getter)
+    assert ctx.biz_code is None
+    assert stats.get("biz_code_rejected") == 1
+
+
+def test_biz_code_from_baggage_when_no_header() -> None:
+    ctx = extract({"baggage": "other=1,biz.code=payment"}, dict_getter)
+    assert ctx.biz_code == "payment"
+
+
+def test_biz_code_header_wins_over_baggage_and_outgoing_agrees() -> None:
+    ctx = extract({"x-biz-code": "tenant-1", "baggage": "biz.code=tenant-2,a=b"}, dict_getter)
+    assert ctx.biz_code == "tenant-1"
+    headers: dict[str, str] = {}
+    inject(ctx, headers, dict_setter)
+    assert headers["x-biz-code"] == "tenant-1"
+    assert parse_baggage([headers["baggage"]]) == [("a", "b", ""), ("biz.code", "tenant-1", "")]
+
+
+def test_inbound_error_code_header_is_ignored() -> None:
+    ctx = extract({"x-error-code": "INTERNAL"}, dict_getter)
+    assert ctx.err_code is None
+
+
+def test_settings_are_used_for_biz_header() -> None:
+    import re
+    from dataclasses import replace
+
+    settings = replace(DEFAULT_SETTINGS, biz_header="x-tenant", biz_pattern=re.compile(r"t\d+"))
+    assert extract({"x-tenant": "t7"}, dict_getter, settings).biz_code == "t7"
+    assert extract({"x-tenant": "tenant-7"}, dict_getter, settings).biz_code is None
