@@ -1,0 +1,386 @@
+"""Turning what callers hand us into text, and pulling facts out of that text.
+
+Everything here is bounded: inputs are capped before any parsing, JSON is parsed with
+``json.loads`` and Python-literal envelopes (SDK exception reprs) with
+``ast.literal_eval`` on a bounded substring only, never ``eval``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+LITERAL_EVAL_LIMIT = 2048
+"""Longest ``{...}`` substring handed to ``ast.literal_eval`` (it builds an AST)."""
+
+_ELLIPSIS = "\n...\n"
+
+
+def to_text(value: object, limit: int) -> str:
+    """Any input as a string of at most about ``limit`` characters; never raises.
+
+    Over-long text keeps its head and its tail: an SDK message leads with the
+    provider's error, while a Python traceback ends with the exception line.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value[: limit * 4]) if not isinstance(value, memoryview) else value.tobytes()
+        text = raw.decode("utf-8", errors="replace")
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, BaseException):
+        try:
+            message = str(value)
+        except Exception:
+            message = ""
+        text = f"{type(value).__module__}.{type(value).__qualname__}: {message}"
+    else:
+        try:
+            text = str(value)
+        except Exception:
+            try:
+                text = repr(value)
+            except Exception:
+                text = ""
+    if len(text) > limit:
+        tail = limit // 4
+        text = text[: limit - tail - len(_ELLIPSIS)] + _ELLIPSIS + text[-tail:]
+    return text
+
+
+# ---------------------------------------------------------------- envelopes
+
+
+def _load(candidate: str) -> Any:
+    try:
+        return json.loads(candidate)
+    except (ValueError, RecursionError):
+        pass
+    if len(candidate) <= LITERAL_EVAL_LIMIT:
+        try:
+            return ast.literal_eval(candidate)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            pass
+    return None
+
+
+def _find_envelope(text: str) -> Any:
+    """The first JSON or Python-literal object in ``text``, or None.
+
+    Tries the span from the first ``{`` to the last ``}``, then (text after the
+    envelope may hold braces too, e.g. a traceback) to the ``}`` before that.
+    """
+    start = text.find("{")
+    if start == -1:
+        return None
+    end = text.rfind("}")
+    for _ in range(2):
+        if end <= start:
+            return None
+        found = _load(text[start : end + 1])
+        if found is not None:
+            return found
+        end = text.rfind("}", start, end)
+    return None
+
+
+def _as_str(value: object) -> str | None:
+    if isinstance(value, str) and value:
+        return value[:200]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def parse_envelope(text: str) -> dict[str, str]:
+    """``type``, ``code``, ``status``, ``message`` and ``param`` of a provider error body.
+
+    Understands the OpenAI shape ``{"error": {"message", "type", "param", "code"}}``,
+    Anthropic's ``{"type": "error", "error": {"type", "message"}}``, Google's
+    ``{"error": {"code": 429, "message", "status": "RESOURCE_EXHAUSTED"}}`` (also as a
+    list, and with the body nested once as a JSON string in ``message``), Ollama's
+    ``{"error": "..."}`` and flat ``{"message", "type", "code"}`` objects.
+    """
+    found: dict[str, str] = {}
+    obj = _find_envelope(text)
+    for _ in range(3):  # the error object, and at most two nested envelopes
+        if isinstance(obj, list) and obj:
+            obj = obj[0]
+        if not isinstance(obj, Mapping):
+            break
+        inner = obj.get("error")
+        if isinstance(inner, Mapping):
+            obj = inner
+        elif isinstance(inner, str):
+            found["message"] = inner[:500]
+        # a nested envelope is the provider's own; it wins over the relay's wrapper
+        for key in ("type", "code", "status", "param"):
+            value = _as_str(obj.get(key))
+            if value is not None and value != "error":
+                found[key] = value
+        message = obj.get("message")
+        if isinstance(message, str):
+            stripped = message.lstrip()
+            if stripped.startswith(("{", "[")):
+                obj = _find_envelope(stripped)
+                continue
+            found["message"] = message[:500]
+        break
+    return found
+
+
+_TYPE_RE = re.compile(r"""[\\'"]type[\\'"]{1,3}\s?:\s?[\\'"]{1,3}([a-z][a-z0-9_.]{2,60})""")
+_CODE_RE = re.compile(r"""[\\'"]code[\\'"]{1,3}\s?:\s?[\\'"]{1,3}([a-z][a-z0-9_.]{2,60})""")
+
+
+def scan_envelope_fields(lowered: str) -> dict[str, str]:
+    """``type``/``code`` string fields found by pattern when the envelope did not parse."""
+    found: dict[str, str] = {}
+    for key, regex in (("type", _TYPE_RE), ("code", _CODE_RE)):
+        for match in regex.finditer(lowered):
+            if match.group(1) != "error":
+                found[key] = match.group(1)
+                break
+    return found
+
+
+# ---------------------------------------------------------------- details
+
+_INT = r"(\d[\d,]{0,12})"
+
+# (regex, requested group, limit group); the text is lower-cased.
+_CONTEXT_NUMBERS: tuple[tuple[re.Pattern[str], int, int], ...] = tuple(
+    (re.compile(p), req, lim)
+    for p, req, lim in (
+        (rf"maximum context length is {_INT} tokens\W{{1,3}}however,? you requested {_INT}", 2, 1),
+        (rf"maximum context length is {_INT} tokens and your request has {_INT}", 2, 1),
+        (rf"prompt is too long: {_INT} tokens > {_INT}", 1, 2),
+        (
+            rf"input token count \(?{_INT}\)? exceeds the maximum number of tokens"
+            rf" allowed \(?{_INT}",
+            1,
+            2,
+        ),
+        (rf"request \({_INT} tokens\) exceeds the available context size \({_INT}", 1, 2),
+        (rf"requested tokens \({_INT}\) exceed context window of {_INT}", 1, 2),
+        (rf"prompt contains {_INT} tokens.{{0,60}}?maximum context length of {_INT}", 1, 2),
+        (rf"prompt contains {_INT} tokens.{{0,60}}?model with {_INT} maximum context", 1, 2),
+        (rf"cannot exceed {_INT} - received {_INT}", 2, 1),
+        (rf"must be <= {_INT}\W{{1,3}}given: {_INT}", 2, 1),
+        (rf"n_prompt_tokens\W{{1,4}}{_INT}\W{{1,4}}n_ctx\W{{1,4}}{_INT}", 1, 2),
+    )
+)
+_LIMIT_ONLY = re.compile(
+    rf"(?:maximum context length is|context window of|context limit of) {_INT}"
+)
+
+_RETRY_PATTERNS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"try again in (?:(\d{1,5})h)?(?:(\d{1,5})m(?!s))?(\d{1,7}(?:\.\d{1,12})?)(ms|s)\b"),
+    re.compile(r"try again in (\d{1,7}(?:\.\d{1,12})?) ?(seconds?|milliseconds?|minutes?)"),
+    re.compile(r"retry (?:after|in) (\d{1,7}(?:\.\d{1,12})?) ?(seconds?|s|ms|milliseconds?)\b"),
+    re.compile(r"retry_?delay\W{1,6}(\d{1,7}(?:\.\d{1,12})?)s"),
+)
+
+# (gate, regex): the regex runs only when the gate text occurs
+_MODEL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (gate, re.compile(p))
+    for gate, p in (
+        (
+            "in organization",
+            r"(?:rate limit reached|request too large) for (?:model )?`?"
+            r"([a-z0-9][\w.:/-]{1,80}?)`? in organization",
+        ),
+        (
+            "does not exist",
+            r"the (?:requested )?model [`'\"]?([a-z0-9][\w.:/@-]{1,100}?)[`'\"]? "
+            r"does not exist",
+        ),
+        (
+            "model",
+            r"model [`'\"]([a-z0-9][\w.:/@-]{1,100})[`'\"] (?:not found|has been decommissioned)",
+        ),
+        ("models/", r"models/([a-z0-9][\w.-]{1,80}) is not found"),
+        (
+            "no endpoints found for",
+            r"no endpoints found for ([a-z0-9][\w.:/-]{1,100}?)\.?(?:\s|$|\"|')",
+        ),
+        ("claude-", r"\bmodel\W{1,4}(claude-[\w.-]{1,80})"),
+        (
+            "deployment",
+            r"deployment (?:for|named)? ?[`'\"]?([\w.-]{1,80})[`'\"]? "
+            r"(?:does not exist|not found)",
+        ),
+        ('"model"', r"\"model\"\s?:\s?\"([a-z0-9][\w.:/@-]{1,100})\""),
+    )
+)
+
+_STATUS_IN_TEXT: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(p)
+    for p in (
+        r"error code: ([1-5]\d\d)\b",
+        r"\bstatus(?:[ _]?code)?\W{1,4}([45]\d\d)\b",
+        r"\bhttp(?:/\d(?:\.\d)?)? ([45]\d\d)\b",
+        r"\b(?:api error|error):? \(?([45]\d\d)\b",
+        r"\"code\"\s?:\s?([45]\d\d)\b",
+        r"^([45]\d\d) ",
+        r"\b([45]\d\d) (?:too many requests|internal server error|service unavailable|bad gateway"
+        r"|gateway time-?out|bad request|unauthorized|forbidden|not found|overloaded)",
+    )
+)
+
+
+def _number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def context_numbers(lowered: str) -> dict[str, int]:
+    """``requested_tokens`` and ``limit_tokens`` (the context window) when the text has them."""
+    for regex, req, lim in _CONTEXT_NUMBERS:
+        match = regex.search(lowered)
+        if match:
+            return {
+                "requested_tokens": _number(match.group(req)),
+                "limit_tokens": _number(match.group(lim)),
+            }
+    match = _LIMIT_ONLY.search(lowered)
+    if match:
+        return {"limit_tokens": _number(match.group(1))}
+    return {}
+
+
+def retry_after_seconds(lowered: str) -> float | None:
+    """Seconds the provider asked us to wait, from its wording ("try again in 6.78s")."""
+    match = _RETRY_PATTERNS[0].search(lowered)
+    if match:
+        hours, minutes, value, unit = match.groups()
+        seconds = float(value) / (1000.0 if unit == "ms" else 1.0)
+        seconds += int(minutes or 0) * 60 + int(hours or 0) * 3600
+        return round(seconds, 3)
+    for regex in _RETRY_PATTERNS[1:]:
+        match = regex.search(lowered)
+        if match:
+            value = float(match.group(1))
+            unit = match.group(2) if regex.groups > 1 else "s"
+            if unit.startswith("ms") or unit.startswith("milli"):
+                value /= 1000.0
+            elif unit.startswith("minute"):
+                value *= 60.0
+            return round(value, 3)
+    return None
+
+
+def model_name(lowered: str, original: str) -> str | None:
+    """The model the message is about, in its original spelling."""
+    for gate, regex in _MODEL_PATTERNS:
+        if gate not in lowered:
+            continue
+        match = regex.search(lowered)
+        if match:
+            start, end = match.span(1)
+            # the original text has the same length: lower() keeps ASCII offsets; fall
+            # back to the lowered spelling if a non-ASCII character shifted them
+            candidate = original[start:end]
+            return candidate if candidate.lower() == match.group(1) else match.group(1)
+    return None
+
+
+def status_in_text(lowered: str) -> int | None:
+    """An HTTP error status the text itself reports ("Error code: 429 - ...")."""
+    for regex in _STATUS_IN_TEXT:
+        match = regex.search(lowered)
+        if match:
+            status = int(match.group(1))
+            if 400 <= status <= 599:
+                return status
+    return None
+
+
+# ---------------------------------------------------------------- providers
+
+PROVIDER_ALIASES: dict[str, str] = {
+    "azure": "azure",
+    "azure_openai": "azure",
+    "azure-openai": "azure",
+    "azureopenai": "azure",
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "claude": "anthropic",
+    "gemini": "gemini",
+    "google": "gemini",
+    "google_genai": "gemini",
+    "genai": "gemini",
+    "vertex": "vertex",
+    "vertex_ai": "vertex",
+    "vertexai": "vertex",
+    "vertex-ai": "vertex",
+    "bedrock": "bedrock",
+    "aws": "bedrock",
+    "aws_bedrock": "bedrock",
+    "mistral": "mistral",
+    "mistralai": "mistral",
+    "cohere": "cohere",
+    "groq": "groq",
+    "openrouter": "openrouter",
+    "together": "together",
+    "together_ai": "together",
+    "togetherai": "together",
+    "deepseek": "deepseek",
+    "huggingface": "huggingface",
+    "hf": "huggingface",
+    "hugging_face": "huggingface",
+    "tgi": "tgi",
+    "text-generation-inference": "tgi",
+    "ollama": "ollama",
+    "vllm": "vllm",
+    "llamacpp": "llamacpp",
+    "llama.cpp": "llamacpp",
+    "llama_cpp": "llamacpp",
+    "llama-cpp": "llamacpp",
+}
+
+
+def normalize_provider(provider: str | None) -> str | None:
+    """A provider name in canonical spelling (``"Azure OpenAI"`` -> ``"azure"``)."""
+    if not provider or not isinstance(provider, str):
+        return None
+    key = provider.strip().lower().replace(" ", "_")[:40]
+    if key in PROVIDER_ALIASES:
+        return PROVIDER_ALIASES[key]
+    head = key.split("_")[0].split("/")[0]
+    return PROVIDER_ALIASES.get(head, key or None)
+
+
+# Order matters: routers and clouds that relay another vendor's model come first
+# (an OpenRouter or Bedrock error often names "anthropic" or "openai" too).
+_PROVIDER_NEEDLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("openrouter", ("openrouter",)),
+    ("azure", ("azure", "openai.azure.com", "content management policy", "deploymentnotfound")),
+    ("bedrock", ("bedrock", "invokemodel", "converse operation", "botocore", "amazonaws.com")),
+    ("vertex", ("vertex", "aiplatform.googleapis.com")),
+    ("gemini", ("gemini", "generativelanguage.googleapis.com", "googleapis.com")),
+    ("groq", ("groq",)),
+    ("deepseek", ("deepseek",)),
+    ("together", ("together.ai", "together.xyz", "togetherai", "together_ai")),
+    ("mistral", ("mistral",)),
+    ("cohere", ("cohere",)),
+    ("tgi", ("text-generation-inference", "max_new_tokens", "text_generation")),
+    ("huggingface", ("huggingface", "hugging face", "hf.co/")),
+    ("ollama", ("ollama", ":11434")),
+    ("vllm", ("vllm",)),
+    ("llamacpp", ("llama.cpp", "llama_cpp", "llama-server", "exceed_context_size_error", "n_ctx")),
+    ("anthropic", ("anthropic", "claude", "x-api-key", "overloaded_error")),
+    ("openai", ("openai", "platform.openai.com", "gpt-", "chatgpt")),
+)
+
+
+def detect_provider(lowered: str) -> str | None:
+    """The provider the text names or whose wording it uses, or None."""
+    for provider, needles in _PROVIDER_NEEDLES:
+        for needle in needles:
+            if needle in lowered:
+                return provider
+    return None

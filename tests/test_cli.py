@@ -1,0 +1,97 @@
+"""The ``errtrace`` command: ``rules check`` and ``classify``."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from errtrace.cli import main
+
+GOOD = """
+rules:
+  - id: gateway-budget
+    code: LLM_QUOTA_EXCEEDED
+    patterns: ['team budget exhausted']
+  - id: gateway-gpu
+    code: LLM_OVERLOADED
+    patterns: ['gpu pool drained']
+"""
+
+
+def test_rules_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+    assert main(["rules", "check", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == "ok: 2 rules"
+
+
+def test_rules_check_reports_the_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(GOOD.replace("LLM_OVERLOADED", "NO_SUCH_CODE"), encoding="utf-8")
+    assert main(["rules", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err
+    assert "rules[1] (id 'gateway-gpu').code" in err
+
+
+def test_classify_text_human_readable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", "--status", "429", "You exceeded your current quota"]) == 0
+    out = capsys.readouterr().out
+    assert "code:       LLM_QUOTA_EXCEEDED" in out
+    assert "rule:       openai:insufficient-quota" in out
+    assert "hint:" in out
+
+
+def test_classify_json_from_stdin_one_object_per_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = (
+        "openai.APITimeoutError: Request timed out.\n\nprompt is too long: 9 tokens > 8 maximum\n"
+    )
+    monkeypatch.setattr(sys, "stdin", io.StringIO(lines))
+    assert main(["classify", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["code"] for row in rows] == ["LLM_TIMEOUT", "LLM_CONTEXT_LENGTH_EXCEEDED"]
+    assert rows[1]["details"] == {"requested_tokens": 9, "limit_tokens": 8}
+    assert set(rows[0]) == {"code", "confidence", "rule", "hint", "provider", "details"}
+
+
+def test_classify_with_a_rule_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+    assert main(["classify", "--json", "--rules", str(path), "GPU pool drained"]) == 0
+    assert json.loads(capsys.readouterr().out)["rule"] == "gateway-gpu"
+    path.write_text("rules: 3", encoding="utf-8")
+    assert main(["classify", "--rules", str(path), "x"]) == 1
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "classify" in capsys.readouterr().err
+
+
+def test_python_dash_m_errtrace() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "errtrace",
+            "classify",
+            "--json",
+            "--provider",
+            "anthropic",
+            '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)
+    assert (row["code"], row["provider"]) == ("LLM_OVERLOADED", "anthropic")
