@@ -1,0 +1,471 @@
+"""httpx: carry the error context into outgoing calls and decode error responses back.
+
+::
+
+    from errtrace.adapters import httpx as errtrace_httpx
+
+    client = errtrace_httpx.client(base_url="http://billing", timeout=5)        # sync
+    aclient = errtrace_httpx.async_client(base_url="http://billing")            # async
+    errtrace_httpx.instrument_client(existing_client)                           # in place
+    httpx.Client(transport=errtrace_httpx.ErrtraceTransport(inner_transport))  # by hand
+
+Every request gets the W3C ``traceparent`` of a fresh child span of the current
+request's span (``errtrace.current()``; outside a request, a new trace per call), its
+``tracestate``, ``baggage`` and the business-code header, through the core
+:func:`~errtrace.core.propagation.inject`.
+
+Header precedence: ``traceparent`` and ``tracestate`` are always errtrace's, replacing
+any value the caller set, because a forwarded inbound ``traceparent`` would name the
+caller's caller as the parent and break the trace. ``baggage`` and the business-code
+header set explicitly by the caller are kept: a gateway may call a downstream on
+behalf of another tenant on purpose.
+
+With ``raise_errors=True`` (the default) a response with status >= 400 is turned into
+an :class:`~errtrace.AppError` raised from an :class:`httpx.HTTPStatusError`:
+
+* problem+json, a JSON body with a ``code`` (top level or ``{"error": {"code": ...}}``)
+  or an ``X-Error-Code`` header keep the remote code, level, message, event id and the
+  ``caused_by`` chain (:func:`~errtrace.core.encoding.from_http_response`);
+* otherwise, for a host that looks like an LLM provider (or with ``llm_provider=``),
+  the body is classified by :mod:`errtrace.core.rewrite` into an ``LLM_*`` code;
+* otherwise the status decides: 408/504 -> ``TIMEOUT``, 429/503 ->
+  ``UPSTREAM_UNAVAILABLE``, anything else -> ``UPSTREAM_ERROR``.
+
+``details["upstream_status"]`` keeps the status and ``details["retry_after"]`` the
+``Retry-After`` seconds. At most the first 1 MiB of an error body is read; the
+response is then closed (its connection returns to the pool or is dropped) and the
+``HTTPStatusError``'s ``response`` is a closed copy whose ``.content`` holds the bytes
+read (decoded, so without ``Content-Encoding``).
+
+Transport failures become ``TIMEOUT`` (any :class:`httpx.TimeoutException`, connect
+timeouts included) or ``UPSTREAM_UNAVAILABLE`` (connection refused or reset, protocol
+errors of the peer, proxy errors), raised ``from`` the httpx exception. Errors that are
+the caller's own (an unsupported URL scheme, a local protocol error) pass unchanged.
+
+The adapter raises; it does not record an event: the error reaches application code,
+and if nothing handles it the middleware records it once, with the chain.
+
+Limitation: raising happens inside the transport, before httpx's auth flow sees the
+response, so an auth that retries on a 401 (``httpx.DigestAuth``) needs
+``raise_errors=False`` plus :func:`error_from_response` on the final response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Generator
+from typing import Any, TypeVar, cast
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError('httpx support needs the httpx extra: pip install "errtrace[httpx]"') from exc
+
+from errtrace.core.encoding import (
+    error_for_upstream_status,
+    from_http_response,
+    parse_retry_after,
+)
+from errtrace.core.errors import AppError
+from errtrace.core.llm_hosts import provider_for_host
+from errtrace.core.propagation import TRACEPARENT, TRACESTATE
+from errtrace.core.runtime import inject_current
+
+__all__ = [
+    "MAX_ERROR_BODY",
+    "AsyncErrtraceTransport",
+    "ErrtraceTransport",
+    "HttpxHeadersSetter",
+    "async_client",
+    "client",
+    "error_from_exception",
+    "error_from_response",
+    "httpx_setter",
+    "inject_request",
+    "instrument_client",
+    "llm_provider_for",
+]
+
+MAX_ERROR_BODY = 1_048_576
+"""Bytes of an error response body read for decoding; the rest is never downloaded."""
+
+ClientT = TypeVar("ClientT", httpx.Client, httpx.AsyncClient)
+
+
+# --- injection ------------------------------------------------------------------------
+
+
+class HttpxHeadersSetter:
+    """Setter over :class:`httpx.Headers` (case-insensitive, replaces repeated values).
+
+    ``traceparent`` and ``tracestate`` always replace what is there; other headers
+    (``baggage``, the business code) are written only when the caller did not set them.
+    """
+
+    def set(self, carrier: httpx.Headers, key: str, value: str) -> None:
+        """Set ``key`` to ``value`` in ``carrier`` under the precedence above."""
+        if key not in (TRACEPARENT, TRACESTATE) and key in carrier:
+            return
+        carrier[key] = value
+
+
+httpx_setter = HttpxHeadersSetter()
+
+
+def inject_request(request: httpx.Request) -> str:
+    """Write the current error context into ``request``'s headers; returns its span id.
+
+    Outside a request (no current context) the call starts a new trace of its own.
+    """
+    return inject_current(request.headers, httpx_setter)
+
+
+# --- transport failures ---------------------------------------------------------------
+
+# Looked up along the exception's MRO, so the most specific entry wins.
+_EXCEPTION_CODES: dict[type[Exception], str] = {
+    # A connect timeout is still "the peer did not answer in time", like a read timeout.
+    httpx.TimeoutException: "TIMEOUT",
+    # ConnectError, ReadError, WriteError, CloseError: the peer is down or went away.
+    httpx.NetworkError: "UPSTREAM_UNAVAILABLE",
+    httpx.RemoteProtocolError: "UPSTREAM_UNAVAILABLE",
+    httpx.ProxyError: "UPSTREAM_UNAVAILABLE",
+}
+
+
+def error_from_exception(exc: BaseException) -> AppError | None:
+    """The :class:`AppError` for an httpx transport failure, or None for other exceptions.
+
+    ``TIMEOUT`` for timeouts, ``UPSTREAM_UNAVAILABLE`` for network, remote protocol and
+    proxy errors; the exception becomes the cause. Its text (host names, addresses)
+    stays in the cause, never in the client-visible message. Fits
+    ``errtrace.core.errors.mapper.add_translator`` as is.
+    """
+    for klass in type(exc).__mro__:
+        code = _EXCEPTION_CODES.get(klass)
+        if code is not None:
+            return AppError(code, None, cause=exc)
+    return None
+
+
+def _transport_failure(exc: httpx.TransportError, request: httpx.Request) -> AppError | None:
+    # httpx attaches the request only in the client, after the transport returned;
+    # attach it now so the cause is complete for whoever inspects it.
+    exc.request = request
+    return error_from_exception(exc)
+
+
+# --- error responses ------------------------------------------------------------------
+
+def llm_provider_for(url: httpx.URL) -> str | None:
+    """The LLM provider whose API ``url`` points at, judged by host (and Ollama's port)."""
+    return provider_for_host(url.host, url.port)
+
+
+def _classified(
+    status: int, headers: httpx.Headers, body: bytes, provider: str | None
+) -> AppError | None:
+    # Hook to the LLM free-text classifier. Imported here, not at the top, because it is
+    # optional for this adapter and compiles its rule table on first use.
+    try:
+        from errtrace.core.rewrite import from_response
+    except ImportError:
+        return None
+    found = from_response(status, body, headers.get("content-type"), provider=provider)
+    details: dict[str, Any] = dict(found.details)
+    # Provider text may quote the prompt or keys: private (leading "_"), kept for events.
+    details["_provider_text"] = found.text
+    details["_classifier_rule"] = found.rule
+    return AppError(found.code, None, details=details)
+
+
+def _decode(
+    request: httpx.Request,
+    status: int,
+    headers: httpx.Headers,
+    body: bytes,
+    *,
+    service: str | None,
+    llm_provider: bool | str | None,
+) -> AppError:
+    lowered = dict(headers.items())  # httpx gives lower-case names, repeated ones joined
+    err = from_http_response(status, lowered, body, service=service or request.url.host or None)
+    if err is None and llm_provider is not False:
+        if isinstance(llm_provider, str):
+            provider: str | None = llm_provider
+        else:
+            provider = llm_provider_for(request.url)
+        if provider is not None or llm_provider is True:
+            err = _classified(status, headers, body, provider)
+    if err is None:
+        err = error_for_upstream_status(status)
+    err.details.setdefault("upstream_status", status)
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    if retry_after is not None and err.retry_after is None:
+        err.details["retry_after"] = retry_after
+    return err
+
+
+def error_from_response(
+    response: httpx.Response,
+    *,
+    service: str | None = None,
+    llm_provider: bool | str | None = None,
+) -> AppError:
+    """The :class:`AppError` an error response describes (see the module docstring).
+
+    Use it with ``raise_errors=False`` or any plain httpx client. The body is decoded
+    when it was read (``response.read()`` / ``await response.aread()``); an unread
+    streaming response is decoded from its headers and status alone. ``service`` names
+    the peer in the ``caused_by`` chain when its body does not (default: the host).
+    ``llm_provider``: None detects LLM provider hosts, a name forces classification as
+    that provider (a self-hosted vLLM, say), True classifies always, False never.
+    """
+    try:
+        body = response.content
+    except httpx.ResponseNotRead:
+        body = b""
+    return _decode(
+        response.request, response.status_code, response.headers, body[:MAX_ERROR_BODY],
+        service=service, llm_provider=llm_provider,
+    )
+
+
+def _status_error(
+    request: httpx.Request, response: httpx.Response, body: bytes
+) -> httpx.HTTPStatusError:
+    # A closed copy holding what was read, so `exc.__cause__.response.content` works.
+    # The body is already decoded: drop the headers that describe the encoded one.
+    headers = [
+        (k, v) for k, v in response.headers.multi_items()
+        if k not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    copy = httpx.Response(
+        response.status_code, headers=headers, content=body, request=request,
+        extensions=dict(response.extensions),
+    )
+    kind = "Client error" if response.status_code < 500 else "Server error"
+    message = f"{kind} '{response.status_code} {copy.reason_phrase}' for url '{request.url}'"
+    return httpx.HTTPStatusError(message, request=request, response=copy)
+
+
+class _Options:
+    """What the sync and async transports share."""
+
+    def __init__(
+        self, raise_errors: bool, service: str | None, llm_provider: bool | str | None
+    ) -> None:
+        self.raise_errors = raise_errors
+        self.service = service
+        self.llm_provider = llm_provider
+
+    def wants_error(self, response: httpx.Response) -> bool:
+        return self.raise_errors and response.status_code >= 400
+
+    def http_error(
+        self, request: httpx.Request, response: httpx.Response, body: bytes
+    ) -> AppError:
+        cause = _status_error(request, response, body)
+        err = _decode(
+            request, response.status_code, response.headers, body,
+            service=self.service, llm_provider=self.llm_provider,
+        )
+        err.__cause__ = cause
+        return err
+
+
+def _read_bounded(response: httpx.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    # iter_bytes is a generator; close it explicitly when stopping early.
+    stream = cast(Generator[bytes, None, None], response.iter_bytes())
+    try:
+        for chunk in stream:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_ERROR_BODY:
+                break
+    except httpx.DecodingError:
+        pass  # a body we cannot decode: headers and status still tell the error
+    finally:
+        stream.close()
+        response.close()
+    return b"".join(chunks)[:MAX_ERROR_BODY]
+
+
+async def _aread_bounded(response: httpx.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    stream = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+    try:
+        async for chunk in stream:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_ERROR_BODY:
+                break
+    except httpx.DecodingError:
+        pass
+    finally:
+        # An unfinished async generator left to the garbage collector warns; close it.
+        await stream.aclose()
+        await response.aclose()
+    return b"".join(chunks)[:MAX_ERROR_BODY]
+
+
+# --- transports -----------------------------------------------------------------------
+
+
+class ErrtraceTransport(httpx.BaseTransport):
+    """Sync transport wrapper: injects the context, raises :class:`AppError` on errors.
+
+    ``inner`` defaults to ``httpx.HTTPTransport()``. See the module docstring for
+    ``raise_errors``, ``service`` and ``llm_provider``.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.BaseTransport | None = None,
+        *,
+        raise_errors: bool = True,
+        service: str | None = None,
+        llm_provider: bool | str | None = None,
+    ) -> None:
+        self.inner = inner if inner is not None else httpx.HTTPTransport()
+        self.options = _Options(raise_errors, service, llm_provider)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through the inner transport with the context injected."""
+        inject_request(request)
+        try:
+            response = self.inner.handle_request(request)
+            if not self.options.wants_error(response):
+                return response
+            body = _read_bounded(response)
+        except httpx.TransportError as exc:
+            err = _transport_failure(exc, request)
+            if err is None:
+                raise
+            raise err from exc
+        raise self.options.http_error(request, response, body)
+
+    def close(self) -> None:
+        """Close the inner transport."""
+        self.inner.close()
+
+
+class AsyncErrtraceTransport(httpx.AsyncBaseTransport):
+    """Async transport wrapper: injects the context, raises :class:`AppError` on errors.
+
+    ``inner`` defaults to ``httpx.AsyncHTTPTransport()``; ``httpx.ASGITransport`` works
+    too. See the module docstring for the options.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport | None = None,
+        *,
+        raise_errors: bool = True,
+        service: str | None = None,
+        llm_provider: bool | str | None = None,
+    ) -> None:
+        self.inner = inner if inner is not None else httpx.AsyncHTTPTransport()
+        self.options = _Options(raise_errors, service, llm_provider)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through the inner transport with the context injected."""
+        inject_request(request)
+        try:
+            response = await self.inner.handle_async_request(request)
+            if not self.options.wants_error(response):
+                return response
+            body = await _aread_bounded(response)
+        except httpx.TransportError as exc:
+            err = _transport_failure(exc, request)
+            if err is None:
+                raise
+            raise err from exc
+        raise self.options.http_error(request, response, body)
+
+    async def aclose(self) -> None:
+        """Close the inner transport."""
+        await self.inner.aclose()
+
+
+# --- clients --------------------------------------------------------------------------
+
+
+def instrument_client(
+    client: ClientT,
+    *,
+    raise_errors: bool = True,
+    service: str | None = None,
+    llm_provider: bool | str | None = None,
+) -> ClientT:
+    """Wrap an existing ``httpx.Client`` / ``AsyncClient``'s transports in place.
+
+    The default transport and every mounted one (proxies included) are wrapped, so
+    the client's own ``verify``, ``limits``, ``http2`` and proxy settings stay in
+    force. Transports already wrapped are left as they are, so calling it twice is
+    harmless. httpx has no public setter for a client's transport: this replaces the
+    ``_transport`` and ``_mounts`` attributes, as OpenTelemetry's httpx
+    instrumentation does; a client without them raises TypeError.
+    """
+    if not (hasattr(client, "_transport") and hasattr(client, "_mounts")):
+        raise TypeError("this httpx version keeps no _transport/_mounts on its clients")
+    if isinstance(client, httpx.AsyncClient):
+
+        def wrap_async(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+            if isinstance(inner, AsyncErrtraceTransport):
+                return inner
+            return AsyncErrtraceTransport(
+                inner, raise_errors=raise_errors, service=service, llm_provider=llm_provider
+            )
+
+        client._transport = wrap_async(client._transport)
+        client._mounts = {
+            pattern: wrap_async(t) if t is not None else None
+            for pattern, t in client._mounts.items()
+        }
+    elif isinstance(client, httpx.Client):
+
+        def wrap(inner: httpx.BaseTransport) -> httpx.BaseTransport:
+            if isinstance(inner, ErrtraceTransport):
+                return inner
+            return ErrtraceTransport(
+                inner, raise_errors=raise_errors, service=service, llm_provider=llm_provider
+            )
+
+        client._transport = wrap(client._transport)
+        client._mounts = {
+            pattern: wrap(t) if t is not None else None for pattern, t in client._mounts.items()
+        }
+    else:
+        raise TypeError(f"not an httpx client: {type(client).__name__}")
+    return client
+
+
+def client(
+    *,
+    raise_errors: bool = True,
+    service: str | None = None,
+    llm_provider: bool | str | None = None,
+    **httpx_client_kwargs: Any,
+) -> httpx.Client:
+    """An ``httpx.Client(**httpx_client_kwargs)`` with errtrace on all its transports."""
+    return instrument_client(
+        httpx.Client(**httpx_client_kwargs),
+        raise_errors=raise_errors, service=service, llm_provider=llm_provider,
+    )
+
+
+def async_client(
+    *,
+    raise_errors: bool = True,
+    service: str | None = None,
+    llm_provider: bool | str | None = None,
+    **httpx_client_kwargs: Any,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient(**httpx_client_kwargs)`` with errtrace on its transports."""
+    return instrument_client(
+        httpx.AsyncClient(**httpx_client_kwargs),
+        raise_errors=raise_errors, service=service, llm_provider=llm_provider,
+    )
