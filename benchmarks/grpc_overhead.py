@@ -1,0 +1,235 @@
+"""Server-side overhead of errtrace's gRPC interceptors against two peers, in one run.
+
+For a sync (``grpc.server``) and an aio (``grpc.aio.server``) server, each of:
+
+* ``bare``             no interceptor
+* ``errtrace``         ``errtrace.grpc_server_interceptors()`` / ``grpc_aio_server_interceptors()``
+* ``otel``             OpenTelemetry's ``server_interceptor()`` / ``aio_server_interceptor()``
+                       (SDK ``TracerProvider`` + ``SimpleSpanProcessor(InMemorySpanExporter)``)
+* ``grpc-interceptor`` ``ExceptionToStatusInterceptor`` / ``AsyncExceptionToStatusInterceptor``
+
+serves two unary methods over ``StringValue`` messages (not raw bytes: grpc-interceptor
+takes any iterable response, bytes included, for a stream): ``Ok`` (returns the request)
+and ``Fail`` (raises ``ConnectionError``, which each interceptor answers its own way: errtrace with
+UNAVAILABLE + rich details, grpc-interceptor with UNKNOWN, OpenTelemetry records it and
+lets grpc answer UNKNOWN). A plain sync client makes ``--calls`` blocking calls per batch
+over a real 127.0.0.1 channel; batches of all variants are interleaved, ``--reps`` times,
+and the median µs/call is reported with its ratio to ``bare`` and the µs added.
+
+Logging is switched off for everyone (grpc logs every unhandled exception; errtrace logs
+every error) so that the numbers measure the interceptors, not the log handler.
+
+Run: ``.venv/bin/python benchmarks/grpc_overhead.py`` (about 30-60 s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf.wrappers_pb2 import StringValue
+
+SERVICE = "bench.Svc"
+
+
+def _ok(request: StringValue, context: Any) -> StringValue:
+    return request
+
+
+def _fail(request: StringValue, context: Any) -> StringValue:
+    raise ConnectionError("database at 10.0.0.7 refused the connection")
+
+
+async def _aok(request: StringValue, context: Any) -> StringValue:
+    return request
+
+
+async def _afail(request: StringValue, context: Any) -> StringValue:
+    raise ConnectionError("database at 10.0.0.7 refused the connection")
+
+
+def _handler(ok: Callable[..., Any], fail: Callable[..., Any]) -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        name: grpc.unary_unary_rpc_method_handler(
+            fn, request_deserializer=StringValue.FromString,
+            response_serializer=StringValue.SerializeToString,
+        )
+        for name, fn in (("Ok", ok), ("Fail", fail))
+    })
+
+
+def _interceptors(mode: str, variant: str) -> list[Any]:
+    if variant == "bare":
+        return []
+    if variant == "errtrace":
+        import errtrace
+
+        options = {"service_name": "bench"}
+        if mode == "sync":
+            return errtrace.grpc_server_interceptors(**options)
+        return errtrace.grpc_aio_server_interceptors(**options)
+    if variant == "otel":
+        from opentelemetry.instrumentation.grpc import (
+            aio_server_interceptor,
+            server_interceptor,
+        )
+
+        factory = server_interceptor if mode == "sync" else aio_server_interceptor
+        return [factory(tracer_provider=_tracer_provider())]
+    if variant == "grpc-interceptor":
+        from grpc_interceptor import (
+            AsyncExceptionToStatusInterceptor,
+            ExceptionToStatusInterceptor,
+        )
+
+        if mode == "sync":
+            return [ExceptionToStatusInterceptor()]
+        return [AsyncExceptionToStatusInterceptor()]
+    raise ValueError(variant)
+
+
+_EXPORTER: Any = None
+
+
+def _tracer_provider() -> Any:
+    global _EXPORTER
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    if _EXPORTER is None:
+        _EXPORTER = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+    return provider
+
+
+class SyncServer:
+    def __init__(self, interceptors: list[Any]) -> None:
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=4), interceptors=interceptors
+        )
+        self.server.add_generic_rpc_handlers((_handler(_ok, _fail),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(None).wait()
+
+
+class AioServer:
+    def __init__(self, interceptors: list[Any]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        ready = threading.Event()
+
+        async def start() -> None:
+            self.server = grpc.aio.server(interceptors=interceptors)
+            self.server.add_generic_rpc_handlers((_handler(_aok, _afail),))
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+            await self.server.start()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(start())
+            ready.set()
+            self.loop.run_forever()
+            self.loop.close()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def _batch(method: Any, calls: int, expect_error: bool) -> float:
+    payload = StringValue(value="x" * 32)
+    metadata = (("traceparent", "00-12345678901234567890123456789012-1234567890123456-01"),)
+    start = time.perf_counter()
+    for _ in range(calls):
+        try:
+            method(payload, metadata=metadata, timeout=10)
+        except grpc.RpcError:
+            if not expect_error:
+                raise
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=200, help="calls per batch")
+    parser.add_argument("--reps", type=int, default=15, help="interleaved repetitions")
+    parser.add_argument("--modes", default="sync,aio")
+    args = parser.parse_args(argv)
+
+    logging.disable(logging.CRITICAL)
+    variants = ["bare", "errtrace", "otel", "grpc-interceptor"]
+    modes = args.modes.split(",")
+    servers: dict[tuple[str, str], Any] = {}
+    channels: list[grpc.Channel] = []
+    methods: dict[tuple[str, str, str], Any] = {}
+    for mode in modes:
+        for variant in variants:
+            klass = SyncServer if mode == "sync" else AioServer
+            server = klass(_interceptors(mode, variant))
+            servers[(mode, variant)] = server
+            channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+            channels.append(channel)
+            for name in ("Ok", "Fail"):
+                methods[(mode, variant, name)] = channel.unary_unary(
+                    f"/{SERVICE}/{name}",
+                    request_serializer=StringValue.SerializeToString,
+                    response_deserializer=StringValue.FromString,
+                )
+
+    started = time.perf_counter()
+    samples: dict[tuple[str, str, str], list[float]] = {key: [] for key in methods}
+    try:
+        for key, method in methods.items():  # warm up channels, caches, code paths
+            _batch(method, max(50, args.calls // 4), key[2] == "Fail")
+        order = list(methods)
+        for _ in range(args.reps):
+            random.shuffle(order)
+            for key in order:
+                samples[key].append(_batch(methods[key], args.calls, key[2] == "Fail"))
+            if _EXPORTER is not None:
+                _EXPORTER.clear()
+    finally:
+        for channel in channels:
+            channel.close()
+        for server in servers.values():
+            server.stop()
+    elapsed = time.perf_counter() - started
+
+    print(f"grpcio {grpc.__version__}, Python {sys.version.split()[0]}, "
+          f"{args.calls} calls x {args.reps} interleaved reps per cell, "
+          f"{elapsed:.0f} s measuring\n")
+    print("| server | method | variant | median µs/call | x bare | added µs |")
+    print("|---|---|---|---:|---:|---:|")
+    for mode in modes:
+        for name in ("Ok", "Fail"):
+            bare = statistics.median(samples[(mode, "bare", name)])
+            for variant in variants:
+                value = statistics.median(samples[(mode, variant, name)])
+                print(f"| {mode} | {name} | {variant} | {value:.1f} | "
+                      f"{value / bare:.3f} | {value - bare:+.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,249 @@
+"""The sync server interceptor, and the helpers the aio one shares with it.
+
+Per call: extract the context from the invocation metadata -> bind -> call the
+handler (for a streaming response, bound around every step of its iterator) -> on
+error: ``runtime.fail``, answer with the rich status (or the fallback's message) ->
+reset. ``x-trace-id`` always goes into the trailing metadata.
+
+gRPC's own abort (the handler called ``context.abort``) is not an application error:
+it passes through untouched. A status the handler set with ``context.set_code`` is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from errtrace.core.context import ErrorContext, bind, reset
+from errtrace.core.runtime import Failure, Runtime
+from errtrace.grpc_interceptors._metadata import merged, metadata_getter
+from errtrace.grpc_interceptors._status import Status, error_status
+
+Behavior = Callable[..., Any]
+Wrap = Callable[[Behavior], Behavior]
+
+_CACHE_SIZE = 1024
+
+
+def rebuild(handler: Any, wrap_unary: Wrap, wrap_stream: Wrap) -> Any:
+    """A method handler of the same streaming kind, its behavior wrapped.
+
+    ``wrap_unary`` wraps unary-response behaviors, ``wrap_stream`` streaming-response
+    ones; the request deserializer and response serializer are kept.
+    """
+    if handler.request_streaming:
+        if handler.response_streaming:
+            factory: Callable[..., Any] = grpc.stream_stream_rpc_method_handler
+            behavior = wrap_stream(handler.stream_stream)
+        else:
+            factory = grpc.stream_unary_rpc_method_handler
+            behavior = wrap_unary(handler.stream_unary)
+    elif handler.response_streaming:
+        factory = grpc.unary_stream_rpc_method_handler
+        behavior = wrap_stream(handler.unary_stream)
+    else:
+        factory = grpc.unary_unary_rpc_method_handler
+        behavior = wrap_unary(handler.unary_unary)
+    return factory(
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class HandlerCache:
+    """Wrapped handlers by (method, handler): rebuilt once, not on every call."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def get(self, method: str, handler: Any) -> Any | None:
+        """The wrapped handler built for this very ``handler`` object, if any."""
+        hit = self._entries.get((method, id(handler)))
+        return hit[1] if hit is not None and hit[0] is handler else None
+
+    def put(self, method: str, handler: Any, wrapped: Any) -> None:
+        """Remember ``wrapped`` (keeping ``handler`` alive so that its id stays unique)."""
+        if len(self._entries) >= _CACHE_SIZE:
+            self._entries.clear()
+        self._entries[(method, id(handler))] = (handler, wrapped)
+
+
+class ServerBase:
+    """What the sync and aio server interceptors share: runtime, status and metadata."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._cache = HandlerCache()
+        self._trace_key = runtime.config.trace_id_header.lower()
+
+    def _start(self, context: Any) -> ErrorContext:
+        return self.runtime.start(context.invocation_metadata(), metadata_getter)
+
+    def _add_trace_id(self, context: Any, ctx: ErrorContext) -> None:
+        pair = (self._trace_key, ctx.trace_id)
+        existing = context.trailing_metadata()
+        if existing:
+            context.set_trailing_metadata(tuple(merged(existing, (pair,))))
+        else:
+            context.set_trailing_metadata((pair,))
+
+    def _fail(
+        self,
+        exc: BaseException,
+        ctx: ErrorContext,
+        context: Any,
+        method: str,
+        started: bool,
+    ) -> tuple[Failure, Status]:
+        """Record ``exc`` and build the status that answers it."""
+        runtime = self.runtime
+        failure = runtime.fail(exc, ctx, transport="grpc", method=method, response_started=started)
+        _when_done(context, lambda: runtime.after_response(failure))
+        status = error_status(
+            failure.error,
+            ctx,
+            runtime.config,
+            code=_handler_code(context),
+            existing=context.trailing_metadata(),
+        )
+        return failure, status
+
+
+def _handler_code(context: Any) -> grpc.StatusCode | None:
+    """A non-OK status the handler set itself (kept rather than the code's own)."""
+    try:
+        code = context.code()
+    except Exception:  # an older grpc without ServicerContext.code()
+        return None
+    if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
+        return code
+    return None
+
+
+def _when_done(context: Any, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the RPC has terminated (the status was sent)."""
+    add = getattr(context, "add_callback", None)  # sync
+    if add is not None:
+        add(callback)
+        return
+    context.add_done_callback(lambda _ctx: callback())  # aio
+
+
+def aborted_by_handler(context: Any) -> bool:
+    """True when ``context.abort``/``abort_with_status`` ran (sync server).
+
+    The sync server's abort raises a bare ``Exception`` after marking the RPC state;
+    that mark is the only way to tell it apart from an application error.
+    """
+    state = getattr(context, "_state", None)
+    return bool(getattr(state, "aborted", False))
+
+
+class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """errtrace for ``grpc.server(..., interceptors=[...])`` (all four method kinds)."""
+
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], handler_call_details: Any
+    ) -> Any:
+        """Wrap the handler of this call (``None``, for an unknown method, stays None)."""
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        wrapped = self._cache.get(method, handler)
+        if wrapped is None:
+            wrapped = rebuild(
+                handler,
+                lambda b: self._unary_response(b, method),
+                lambda b: self._stream_response(b, method),
+            )
+            self._cache.put(method, handler, wrapped)
+        return wrapped
+
+    def _unary_response(self, behavior: Behavior, method: str) -> Behavior:
+        start = self.runtime.start
+
+        def unary_response(request: Any, context: Any) -> Any:
+            ctx = start(context.invocation_metadata(), metadata_getter)
+            token = bind(ctx)
+            try:
+                response = behavior(request, context)
+            except Exception as exc:
+                if aborted_by_handler(context):
+                    self._add_trace_id(context, ctx)
+                    raise
+                failure, status = self._fail(exc, ctx, context, method, started=False)
+                if not failure.has_fallback:
+                    context.abort_with_status(status)
+                response = failure.fallback_result
+            finally:
+                reset(token)
+            self._add_trace_id(context, ctx)
+            return response
+
+        return unary_response
+
+    def _stream_response(self, behavior: Behavior, method: str) -> Behavior:
+        def stream_response(request: Any, context: Any) -> Iterator[Any]:
+            ctx = self._start(context)
+            token = bind(ctx)
+            try:
+                iterator = iter(behavior(request, context))
+            except Exception as exc:
+                iterator = self._failed_stream(exc, ctx, context, method)
+            finally:
+                reset(token)
+            return self._steps(iterator, ctx, context, method)
+
+        return stream_response
+
+    def _failed_stream(
+        self, exc: Exception, ctx: ErrorContext, context: Any, method: str
+    ) -> Iterator[Any]:
+        if aborted_by_handler(context):
+            self._add_trace_id(context, ctx)
+            raise exc
+        failure, status = self._fail(exc, ctx, context, method, started=False)
+        if not failure.has_fallback:
+            context.abort_with_status(status)
+        return iter((failure.fallback_result,))
+
+    def _steps(
+        self, iterator: Iterator[Any], ctx: ErrorContext, context: Any, method: str
+    ) -> Iterator[Any]:
+        # The context is bound around each step, not across yields: the server may stop
+        # iterating (client gone) and drop this generator anywhere, on any thread.
+        started = last = False
+        try:
+            while not last:
+                token = bind(ctx)
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    if aborted_by_handler(context):
+                        self._add_trace_id(context, ctx)
+                        raise
+                    failure, status = self._fail(exc, ctx, context, method, started)
+                    # Only before the first message can a fallback stand in (as the one
+                    # message of the stream); the runtime gives none after that.
+                    if not failure.has_fallback:
+                        context.abort_with_status(status)
+                    item, last = failure.fallback_result, True
+                finally:
+                    reset(token)
+                started = True
+                yield item
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                token = bind(ctx)
+                try:
+                    close()
+                finally:
+                    reset(token)
+        self._add_trace_id(context, ctx)

@@ -1,0 +1,206 @@
+"""Errors as gRPC statuses, and back: shared by the sync and aio interceptors.
+
+A server error becomes the code's gRPC status, a safe message and trailing metadata
+with ``grpc-status-details-bin``: a ``google.rpc.Status`` whose details hold a
+``google.rpc.ErrorInfo`` (reason = code id, domain = the code's domain, metadata =
+:func:`errtrace.core.stringmap.to_string_map` of the neutral dict) and, for retryable
+codes, a ``google.rpc.RetryInfo`` (AIP-193). Any gRPC client can read it with
+``grpc_status.rpc_status.from_call``.
+
+A failed call is decoded back into an :class:`~errtrace.AppError` with the remote code,
+level, event id and ``caused_by`` chain; without rich details, the gRPC status decides.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2  # type: ignore[import-untyped]  # no stubs
+from google.rpc import error_details_pb2, status_pb2
+
+from errtrace.core.config import Config
+from errtrace.core.context import ErrorContext
+from errtrace.core.encoding import from_neutral, neutral
+from errtrace.core.errors import AppError
+from errtrace.core.status import GRPC_NAMES
+from errtrace.core.stringmap import from_string_map, to_string_map
+from errtrace.grpc_interceptors._metadata import replaced
+
+DETAILS_KEY = "grpc-status-details-bin"
+DEFAULT_RETRY_DELAY = 1.0
+MAX_STATUS_BYTES = 65536
+
+STATUS_CODES: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
+
+# A failed call without errtrace details: which code the gRPC status stands for.
+_BY_STATUS: dict[str, str] = {
+    "UNAVAILABLE": "UPSTREAM_UNAVAILABLE",
+    "DEADLINE_EXCEEDED": "TIMEOUT",
+    "RESOURCE_EXHAUSTED": "UPSTREAM_UNAVAILABLE",
+    "CANCELLED": "CANCELLED",
+    "UNIMPLEMENTED": "UPSTREAM_ERROR",
+}
+
+
+class Status(NamedTuple):
+    """A ``grpc.Status``-shaped result: code, details and trailing metadata."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, Any], ...]
+
+
+class _GrpcStatus(Status, grpc.Status):
+    """The same, as an instance of ``grpc.Status`` for ``context.abort_with_status``."""
+
+
+def trace_pair(config: Config, ctx: ErrorContext) -> tuple[str, str]:
+    """The ``x-trace-id`` trailing metadata pair (the name is configurable)."""
+    return (config.trace_id_header.lower(), ctx.trace_id)
+
+
+def error_status(
+    err: AppError,
+    ctx: ErrorContext | None,
+    config: Config,
+    *,
+    code: grpc.StatusCode | None = None,
+    existing: Iterable[tuple[str, Any]] | None = None,
+) -> Status:
+    """The status, safe message and trailing metadata that answer ``err``.
+
+    ``code`` overrides the code's own status (a status the handler set is kept).
+    ``existing`` trailing metadata set by the handler is kept, except for the keys
+    errtrace writes.
+    """
+    data = neutral(err, ctx, err.event_id, config)
+    status_code = code if code is not None else STATUS_CODES.get(err.grpc_status)
+    if status_code is None or status_code is grpc.StatusCode.OK:
+        status_code = grpc.StatusCode.UNKNOWN
+    message: str = data["message"]
+    info = error_details_pb2.ErrorInfo(
+        reason=err.code, domain=data["domain"], metadata=to_string_map(data)
+    )
+    details = [_pack(info)]
+    if err.retryable:
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=_delay(err))))
+    rich = status_pb2.Status(code=status_code.value[0], message=message, details=details)
+    added: list[tuple[str, Any]] = [
+        (DETAILS_KEY, rich.SerializeToString()),
+        (config.error_code_header.lower(), err.code),
+        (config.error_level_header.lower(), str(int(err.level))),
+    ]
+    if err.event_id:
+        added.append((config.event_id_header.lower(), err.event_id))
+    if ctx is not None:
+        added.append(trace_pair(config, ctx))
+    return _GrpcStatus(status_code, message, tuple(replaced(existing, added)))
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _delay(err: AppError) -> duration_pb2.Duration:
+    seconds = err.retry_after
+    if seconds is None or not math.isfinite(seconds):
+        seconds = DEFAULT_RETRY_DELAY
+    whole = int(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
+
+
+# --- decoding ---------------------------------------------------------------------------
+
+
+def error_from_call(call: Any, config: Config) -> AppError | None:
+    """The :class:`AppError` a failed call stands for (None when it did not fail).
+
+    ``call`` is a ``grpc.RpcError``/``grpc.Call`` (sync) or ``grpc.aio.AioRpcError``;
+    the error is chained to it as ``__cause__``.
+    """
+    try:
+        code = call.code()
+        details = call.details()
+        trailing = call.trailing_metadata()
+    except Exception:  # not a finished call (an exception raised inside the channel)
+        return None
+    if not isinstance(code, grpc.StatusCode) or code is grpc.StatusCode.OK:
+        return None
+    err = decode_status(code, details, trailing, config)
+    err.__cause__ = call
+    return err
+
+
+def decode_status(
+    code: grpc.StatusCode,
+    details: str | None,
+    trailing: Iterable[tuple[str, Any]] | None,
+    config: Config,
+) -> AppError:
+    """Rebuild the error from a status, its message and trailing metadata."""
+    name = code.name
+    headers: dict[str, str] = {}
+    wanted = (
+        config.error_code_header.lower(),
+        config.error_level_header.lower(),
+        config.event_id_header.lower(),
+    )
+    for key, value in trailing or ():
+        if key == DETAILS_KEY and isinstance(value, bytes):
+            err = _from_rich(value, code)
+            if err is not None:
+                return err
+        elif key in wanted and isinstance(value, str):
+            headers.setdefault(key, value.strip())
+    remote_code = headers.get(wanted[0])
+    if remote_code:
+        # The rich details were dropped on the way (by a proxy), the plain keys were not.
+        level = headers.get(wanted[1], "")
+        found = from_neutral(
+            {
+                "code": remote_code,
+                "level": int(level) if level.isdigit() and len(level) <= 2 else None,
+                "event_id": headers.get(wanted[2]),
+            },
+            grpc_status=name,
+        )
+        if found is not None:
+            return found
+    extra: dict[str, Any] = {"grpc_status": name}
+    if details:
+        # A peer's text may carry its exception: kept private, never shown to our clients.
+        extra["_grpc_details"] = details[:2048]
+    return AppError(_BY_STATUS.get(name, "UPSTREAM_ERROR"), details=extra)
+
+
+def _from_rich(value: bytes, code: grpc.StatusCode) -> AppError | None:
+    if len(value) > MAX_STATUS_BYTES:
+        return None
+    try:
+        rich = status_pb2.Status.FromString(value)
+    except Exception:  # protobuf's DecodeError: a malformed peer value is ignored
+        return None
+    if rich.code != code.value[0]:
+        return None  # inconsistent with the call's status: do not trust it
+    info: Any = None
+    retry: Any = None
+    for item in rich.details:
+        if item.Is(error_details_pb2.ErrorInfo.DESCRIPTOR) and info is None:
+            info = error_details_pb2.ErrorInfo()
+            item.Unpack(info)
+        elif item.Is(error_details_pb2.RetryInfo.DESCRIPTOR) and retry is None:
+            retry = error_details_pb2.RetryInfo()
+            item.Unpack(retry)
+    if info is None:
+        return None
+    data = from_string_map(dict(info.metadata), code=info.reason, message=rich.message)
+    data["grpc_status"] = GRPC_NAMES.get(rich.code, code.name)
+    if retry is not None and retry.HasField("retry_delay"):
+        data["retry_after"] = retry.retry_delay.ToTimedelta().total_seconds()
+    return from_neutral(data, grpc_status=code.name)
+

@@ -1,0 +1,336 @@
+"""gRPC client interceptors, sync and aio: context out, remote errors back as AppError."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf.wrappers_pb2 import StringValue
+
+import errtrace
+from errtrace.core.context import bind, reset
+from errtrace.core.encoding import caused_by
+from errtrace.core.propagation import new_root_context
+from errtrace.testing import capture_events
+from tests.conftest import TRACEPARENT
+from tests.grpc_helpers import KINDS, STREAMING_RESPONSE, path, serve, sync_server
+
+SER, DE = StringValue.SerializeToString, StringValue.FromString
+
+
+class SyncClient:
+    """Calls through ``grpc.intercept_channel`` with errtrace's sync interceptors."""
+
+    def __init__(self, target: str, **options: Any) -> None:
+        self.target = target
+        self.options = options
+
+    def call(
+        self, kind: str, command: str, metadata: Sequence[tuple[str, str]] = (),
+        timeout: float = 10,
+    ) -> tuple[list[str], BaseException | None]:
+        values: list[str] = []
+        request = StringValue(value=command)
+        with grpc.insecure_channel(self.target) as plain:
+            channel = grpc.intercept_channel(
+                plain, *errtrace.grpc_client_interceptors(**self.options)
+            )
+            kw: Any = {"metadata": tuple(metadata), "timeout": timeout}
+            try:
+                if kind == "Unary":
+                    m = channel.unary_unary(path(kind), request_serializer=SER,
+                                            response_deserializer=DE)
+                    values.append(m(request, **kw).value)
+                elif kind == "ClientStream":
+                    m2 = channel.stream_unary(path(kind), request_serializer=SER,
+                                              response_deserializer=DE)
+                    values.append(m2(iter([request]), **kw).value)
+                elif kind == "ServerStream":
+                    m3 = channel.unary_stream(path(kind), request_serializer=SER,
+                                              response_deserializer=DE)
+                    values.extend(item.value for item in m3(request, **kw))
+                else:
+                    m4 = channel.stream_stream(path(kind), request_serializer=SER,
+                                               response_deserializer=DE)
+                    values.extend(item.value for item in m4(iter([request]), **kw))
+            except Exception as exc:
+                return values, exc
+        return values, None
+
+
+class AioClient(SyncClient):
+    """Calls through ``grpc.aio.insecure_channel(..., interceptors=...)``."""
+
+    def call(
+        self, kind: str, command: str, metadata: Sequence[tuple[str, str]] = (),
+        timeout: float = 10,
+    ) -> tuple[list[str], BaseException | None]:
+        return asyncio.run(self._call(kind, command, metadata, timeout))
+
+    async def _call(
+        self, kind: str, command: str, metadata: Sequence[tuple[str, str]], timeout: float
+    ) -> tuple[list[str], BaseException | None]:
+        values: list[str] = []
+        request = StringValue(value=command)
+
+        async def requests() -> Any:
+            yield request
+
+        interceptors = errtrace.grpc_aio_client_interceptors(**self.options)
+        async with grpc.aio.insecure_channel(self.target, interceptors=interceptors) as ch:
+            kw: Any = {"metadata": tuple(metadata), "timeout": timeout}
+            try:
+                if kind == "Unary":
+                    m = ch.unary_unary(path(kind), request_serializer=SER,
+                                       response_deserializer=DE)
+                    values.append((await m(request, **kw)).value)
+                elif kind == "ClientStream":
+                    m2 = ch.stream_unary(path(kind), request_serializer=SER,
+                                         response_deserializer=DE)
+                    values.append((await m2(requests(), **kw)).value)
+                elif kind == "ServerStream":
+                    m3 = ch.unary_stream(path(kind), request_serializer=SER,
+                                         response_deserializer=DE)
+                    async for item in m3(request, **kw):
+                        values.append(item.value)
+                else:
+                    m4 = ch.stream_stream(path(kind), request_serializer=SER,
+                                          response_deserializer=DE)
+                    async for item in m4(requests(), **kw):
+                        values.append(item.value)
+            except Exception as exc:
+                return values, exc
+        return values, None
+
+
+CLIENTS = {"sync": SyncClient, "aio": AioClient}
+
+
+@pytest.fixture(params=["sync", "aio"])
+def client_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def server_b() -> Iterator[str]:
+    with serve("sync", service_name="svc-b") as port:
+        yield f"127.0.0.1:{port}"
+
+
+def _client(mode: str, target: str, **options: Any) -> SyncClient:
+    return CLIENTS[mode](target, **options)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_injects_current_context_with_fresh_span_per_call(
+    client_mode: str, server_b: str, kind: str
+) -> None:
+    client = _client(client_mode, server_b)
+    ctx = new_root_context()
+    ctx.biz_code = "tenant-42"
+    token = bind(ctx)
+    try:
+        first, err1 = client.call(kind, "ctx")
+        second, err2 = client.call(kind, "ctx")
+    finally:
+        reset(token)
+    assert err1 is None and err2 is None, (err1, err2)
+    seen = [json.loads(first[0]), json.loads(second[0])]
+    for remote in seen:
+        assert remote["trace_id"] == ctx.trace_id
+        assert remote["biz_code"] == "tenant-42"
+        assert remote["parent_span_id"] in ctx.outgoing_spans
+        assert remote["parent_span_id"] != ctx.span_id
+    assert seen[0]["parent_span_id"] != seen[1]["parent_span_id"]  # fresh span per call
+
+
+def test_outside_a_request_each_call_starts_a_trace(client_mode: str, server_b: str) -> None:
+    client = _client(client_mode, server_b)
+    a, _ = client.call("Unary", "ctx")
+    b, _ = client.call("Unary", "ctx")
+    first, second = json.loads(a[0]), json.loads(b[0])
+    assert first["trace_id"] != second["trace_id"]
+    assert first["parent_span_id"] is not None
+
+
+def test_caller_metadata_is_merged_and_wins(client_mode: str, server_b: str) -> None:
+    client = _client(client_mode, server_b)
+    token = bind(new_root_context())
+    try:
+        values, err = client.call(
+            "Unary", "md", [("x-custom", "1"), ("traceparent", TRACEPARENT)]
+        )
+    finally:
+        reset(token)
+    assert err is None
+    received = json.loads(values[0])
+    assert received["x-custom"] == "1"
+    assert received["traceparent"] == TRACEPARENT  # set explicitly by the caller
+    assert "baggage" not in received  # no biz code: nothing to carry
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_remote_error_becomes_app_error(client_mode: str, server_b: str, kind: str) -> None:
+    client = _client(client_mode, server_b)
+    with capture_events() as events:
+        values, err = client.call(kind, "app:LLM_RATE_LIMITED", [("x-biz-code", "t1")])
+    assert isinstance(err, errtrace.TransientError)
+    assert err.code == "LLM_RATE_LIMITED" and int(err.level) == 2
+    assert err.message == "safe message"
+    assert err.retry_after == 1.0
+    assert isinstance(err.__cause__, grpc.RpcError)
+    [event] = events
+    assert err.remote is not None
+    assert err.remote.event_id == event.event_id
+    assert err.remote.service == "svc-b"
+    assert err.remote.grpc_status == "RESOURCE_EXHAUSTED"
+    assert caused_by(err)[0]["event_id"] == event.event_id
+    assert values == []
+
+
+@pytest.mark.parametrize("kind", sorted(STREAMING_RESPONSE))
+def test_error_mid_stream_raises_app_error_after_messages(
+    client_mode: str, server_b: str, kind: str
+) -> None:
+    values, err = _client(client_mode, server_b).call(kind, "mid:AI_INFERENCE_TIMEOUT")
+    assert values == ["one", "two"]
+    assert isinstance(err, errtrace.AppError) and err.code == "AI_INFERENCE_TIMEOUT"
+
+
+def test_caused_by_chain_across_two_hops(client_mode: str, server_b: str) -> None:
+    """C -> A -> B: B fails; A answers with B's code; C sees both events, nearest first."""
+    def call_b(req: Any, ctx: Any) -> Any:
+        values, err = SyncClient(server_b).call("Unary", req.value)
+        if err is not None:
+            raise err
+        return StringValue(value=values[0])
+
+    handler = grpc.method_handlers_generic_handler("test.Echo", {
+        "Unary": grpc.unary_unary_rpc_method_handler(
+            call_b, request_deserializer=DE, response_serializer=SER),
+    })
+    ctx = new_root_context()
+    token = bind(ctx)
+    try:
+        with capture_events() as events, sync_server(
+            errtrace.grpc_server_interceptors(service_name="svc-a"), handler
+        ) as port:
+            _values, err = _client(client_mode, f"127.0.0.1:{port}").call(
+                "Unary", "app:AI_GPU_OUT_OF_MEMORY"
+            )
+    finally:
+        reset(token)
+    event_b, event_a = events
+    assert (event_b.service, event_a.service) == ("svc-b", "svc-a")
+    assert event_a.trace_id == event_b.trace_id == ctx.trace_id
+    assert isinstance(err, errtrace.AppError)
+    assert err.code == "AI_GPU_OUT_OF_MEMORY" and int(err.level) == 1
+    chain = caused_by(err)
+    assert [link["event_id"] for link in chain] == [event_a.event_id, event_b.event_id]
+    assert [link.get("service") for link in chain] == ["svc-a", "svc-b"]
+    assert event_a.caused_by[0]["event_id"] == event_b.event_id
+
+
+def _plain_server(handler_fn: Any) -> Any:
+    handler = grpc.method_handlers_generic_handler("test.Echo", {
+        "Unary": grpc.unary_unary_rpc_method_handler(
+            handler_fn, request_deserializer=DE, response_serializer=SER),
+    })
+    return sync_server([], handler)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", True),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_UNAVAILABLE", True),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "TIMEOUT", True),
+        (grpc.StatusCode.CANCELLED, "CANCELLED", False),
+        (grpc.StatusCode.UNIMPLEMENTED, "UPSTREAM_ERROR", True),
+        (grpc.StatusCode.INVALID_ARGUMENT, "UPSTREAM_ERROR", True),
+    ],
+)
+def test_failure_without_details_maps_by_status(
+    client_mode: str, status: grpc.StatusCode, code: str, retryable: bool
+) -> None:
+    def fail(req: Any, ctx: Any) -> Any:
+        ctx.abort(status, "remote text with internals")
+
+    with _plain_server(fail) as port:
+        _values, err = _client(client_mode, f"127.0.0.1:{port}").call("Unary", "x")
+    assert isinstance(err, errtrace.AppError)
+    assert err.code == code and err.retryable is retryable
+    assert err.details["grpc_status"] == status.name
+    assert err.message is None  # the peer's text stays private
+    assert "internals" not in str(err)
+    assert isinstance(err.__cause__, grpc.RpcError)
+
+
+def test_unreachable_server_is_upstream_unavailable(client_mode: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _values, err = _client(client_mode, f"127.0.0.1:{port}").call("Unary", "x", timeout=5)
+    assert isinstance(err, errtrace.AppError) and err.code == "UPSTREAM_UNAVAILABLE"
+
+
+def test_deadline_is_timeout(client_mode: str) -> None:
+    def slow(req: Any, ctx: Any) -> Any:
+        time.sleep(0.5)
+        return StringValue(value="late")
+
+    with _plain_server(slow) as port:
+        _values, err = _client(client_mode, f"127.0.0.1:{port}").call(
+            "Unary", "x", timeout=0.05
+        )
+    assert isinstance(err, errtrace.AppError) and err.code == "TIMEOUT"
+    assert err.details["grpc_status"] == "DEADLINE_EXCEEDED"
+
+
+def test_sync_future_and_call_object_stay_usable(server_b: str) -> None:
+    with grpc.insecure_channel(server_b) as plain:
+        channel = grpc.intercept_channel(plain, *errtrace.grpc_client_interceptors())
+        m = channel.unary_unary(path("Unary"), request_serializer=SER, response_deserializer=DE)
+        response, call = m.with_call(StringValue(value="ok"), timeout=10)
+        assert response.value == "ok" and call.code() is grpc.StatusCode.OK
+        assert "x-trace-id" in dict(call.trailing_metadata())
+        future = m.future(StringValue(value="app:NOT_FOUND"), timeout=10)
+        with pytest.raises(errtrace.AppError) as info:
+            future.result()
+        assert info.value.code == "NOT_FOUND"
+        assert future.exception() is info.value
+        assert future.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_aio_call_object_stays_usable(server_b: str) -> None:
+    async def main() -> None:
+        interceptors = errtrace.grpc_aio_client_interceptors()
+        async with grpc.aio.insecure_channel(server_b, interceptors=interceptors) as ch:
+            m = ch.unary_unary(path("Unary"), request_serializer=SER, response_deserializer=DE)
+            call = m(StringValue(value="ok"), timeout=10)
+            assert (await call).value == "ok"
+            assert await call.code() is grpc.StatusCode.OK
+            assert "x-trace-id" in dict(await call.trailing_metadata())
+            failing = m(StringValue(value="app:NOT_FOUND"), timeout=10)
+            with pytest.raises(errtrace.AppError):
+                await failing
+            assert await failing.code() is grpc.StatusCode.NOT_FOUND
+
+            # stream request with the writer API (call.write / done_writing)
+            su = ch.stream_unary(path("ClientStream"), request_serializer=SER,
+                                 response_deserializer=DE)
+            writer = su(timeout=10)
+            await writer.write(StringValue(value="app:CONFLICT"))
+            await writer.done_writing()
+            with pytest.raises(errtrace.AppError) as info:
+                await writer
+            assert info.value.code == "CONFLICT"
+
+    asyncio.run(main())

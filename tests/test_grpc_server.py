@@ -1,0 +1,321 @@
+"""gRPC server interceptors, sync and aio: one test body per behavior, run for both.
+
+The client is a plain ``grpc`` channel with no errtrace interceptor, reading the rich
+error details with ``grpc_status.rpc_status.from_call`` as any gRPC client would.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+import errtrace
+from errtrace.testing import capture_events
+from tests.conftest import TRACE_ID, TRACEPARENT
+from tests.grpc_helpers import (
+    KINDS,
+    SECRET,
+    STREAMING_RESPONSE,
+    AioServerThread,
+    invoke,
+    serve,
+    sync_server,
+)
+
+MODES = ("sync", "aio")
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def channel(mode: str) -> Iterator[grpc.Channel]:
+    with serve(mode, service_name="svc-a") as port, grpc.insecure_channel(
+        f"127.0.0.1:{port}"
+    ) as ch:
+        yield ch
+
+
+def _rich(result: Any) -> tuple[Any, error_details_pb2.ErrorInfo, Any]:
+    status = rpc_status.from_call(result.call)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    retry = None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            detail.Unpack(info)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+    return status, info, retry
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_context_from_metadata_is_current_in_every_kind(channel: grpc.Channel, kind: str) -> None:
+    metadata = [("traceparent", TRACEPARENT), ("x-biz-code", "tenant-42"),
+                ("tracestate", "vendor=abc")]
+    result = invoke(channel, kind, "ctx", metadata)
+
+    assert result.error is None, result.error
+    seen = [json.loads(v) for v in result.values]
+    assert len(seen) == (2 if kind in STREAMING_RESPONSE else 1)
+    for ctx in seen:  # streams: still current at the second message
+        assert ctx["trace_id"] == TRACE_ID
+        assert ctx["parent_span_id"] == "1234567890123456"
+        assert ctx["span_id"] not in (None, "1234567890123456")
+        assert ctx["biz_code"] == "tenant-42"
+    assert result.trailing()["x-trace-id"] == TRACE_ID
+
+
+def test_no_traceparent_starts_a_trace_and_returns_its_id(channel: grpc.Channel) -> None:
+    result = invoke(channel, "Unary", "ctx")
+    ctx = json.loads(result.values[0])
+    assert len(ctx["trace_id"]) == 32 and ctx["parent_span_id"] is None
+    assert result.trailing()["x-trace-id"] == ctx["trace_id"]
+
+
+def test_binary_and_invalid_metadata_are_ignored(channel: grpc.Channel) -> None:
+    metadata = [("traceparent", "00-zz-bad"), ("x-biz-code", "bad code!"),
+                ("x-biz-code-bin", b"tenant-42")]
+    result = invoke(channel, "Unary", "ctx", metadata)
+    ctx = json.loads(result.values[0])
+    assert ctx["trace_id"] != TRACE_ID and ctx["biz_code"] is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_app_error_becomes_status_with_error_info_and_retry_info(
+    channel: grpc.Channel, kind: str
+) -> None:
+    with capture_events() as events:
+        result = invoke(channel, kind, "app:LLM_RATE_LIMITED",
+                        [("traceparent", TRACEPARENT), ("x-biz-code", "tenant-42")])
+
+    assert result.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert result.call.details() == "safe message"
+    status, info, retry = _rich(result)
+    assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert info.reason == "LLM_RATE_LIMITED"
+    assert info.domain == "errtrace.dev"
+    assert info.metadata["level"] == "2"
+    assert info.metadata["traceId"] == TRACE_ID
+    assert info.metadata["bizCode"] == "tenant-42"
+    assert info.metadata["service"] == "svc-a"
+    [event] = events
+    assert info.metadata["eventId"] == event.event_id
+    assert info.metadata["spanId"] == event.span_id
+    assert event.transport == "grpc" and event.method == f"/test.Echo/{kind}"
+    assert retry is not None and retry.retry_delay.seconds == 1
+    trailing = result.trailing()
+    assert trailing["x-error-code"] == "LLM_RATE_LIMITED"
+    assert trailing["x-error-event-id"] == event.event_id
+    assert trailing["x-trace-id"] == TRACE_ID
+
+
+def test_retry_after_of_the_error_sets_retry_delay(mode: str) -> None:
+    def handler(req: Any, ctx: Any) -> Any:
+        raise errtrace.AppError("UPSTREAM_UNAVAILABLE", details={"retry_after": 2.5})
+
+    async def aio(req: Any, ctx: Any) -> Any:
+        return handler(req, ctx)
+
+    result = _call_custom(mode, handler if mode == "sync" else aio)
+    _status, info, retry = _rich(result)
+    assert info.reason == "UPSTREAM_UNAVAILABLE"
+    assert retry is not None
+    assert (retry.retry_delay.seconds, retry.retry_delay.nanos) == (2, 500_000_000)
+
+
+def test_non_retryable_error_has_no_retry_info(channel: grpc.Channel) -> None:
+    result = invoke(channel, "Unary", "app:VALIDATION_FAILED")
+    assert result.code is grpc.StatusCode.INVALID_ARGUMENT
+    _status, info, retry = _rich(result)
+    assert info.reason == "VALIDATION_FAILED" and retry is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unhandled_exception_is_internal_without_its_text(
+    channel: grpc.Channel, kind: str
+) -> None:
+    with capture_events() as events:
+        result = invoke(channel, kind, "boom")
+    assert result.code is grpc.StatusCode.INTERNAL
+    assert SECRET not in (result.call.details() or "")
+    assert "event id" in result.call.details()
+    _status, info, _retry = _rich(result)
+    assert info.reason == "INTERNAL"
+    assert all(SECRET not in v for v in info.metadata.values())
+    [event] = events
+    assert event.exception_type == "RuntimeError"  # the server keeps it; the client never sees it
+
+
+def test_debug_shows_exception_text(mode: str) -> None:
+    with serve(mode, debug=True) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        result = invoke(ch, "Unary", "boom")
+    assert result.code is grpc.StatusCode.INTERNAL
+    assert SECRET in result.call.details()
+
+
+@pytest.mark.parametrize("kind", sorted(STREAMING_RESPONSE))
+def test_error_mid_stream_after_first_messages(channel: grpc.Channel, kind: str) -> None:
+    with capture_events() as events:
+        result = invoke(channel, kind, "mid:AI_INFERENCE_TIMEOUT", [("traceparent", TRACEPARENT)])
+    assert result.values == ["one", "two"]
+    assert result.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    _status, info, retry = _rich(result)
+    assert info.reason == "AI_INFERENCE_TIMEOUT" and retry is not None
+    [event] = events
+    assert event.response_started is True
+    assert result.trailing()["x-trace-id"] == TRACE_ID
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_handler_abort_passes_through_untouched(channel: grpc.Channel, kind: str) -> None:
+    with capture_events() as events:
+        result = invoke(channel, kind, "abort")
+    assert result.code is grpc.StatusCode.PERMISSION_DENIED
+    assert result.call.details() == "handler said no"
+    assert rpc_status.from_call(result.call) is None
+    assert "x-error-code" not in result.trailing()
+    assert events == []
+
+
+@pytest.mark.parametrize("kind", ["Unary", "ClientStream"])
+def test_status_set_by_handler_is_kept(channel: grpc.Channel, kind: str) -> None:
+    with capture_events() as events:
+        result = invoke(channel, kind, "setcode")
+    assert result.code is grpc.StatusCode.NOT_FOUND
+    assert result.call.details() == "nothing here"
+    assert events == []
+
+
+def test_fallback_result_answers_unary_call(mode: str) -> None:
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    errtrace.set_fallback("AI_MODEL_LOAD_FAILED", lambda err, ctx: StringValue(value="cached"))
+    with serve(mode) as port, grpc.insecure_channel(
+        f"127.0.0.1:{port}"
+    ) as ch, capture_events() as events:
+        result = invoke(ch, "Unary", "app:AI_MODEL_LOAD_FAILED")
+        streamed = invoke(ch, "ServerStream", "mid:AI_MODEL_LOAD_FAILED")
+    assert result.error is None and result.values == ["cached"]
+    assert "x-trace-id" in result.trailing()
+    assert events[0].fallback == "applied"
+    # A stream that already sent messages cannot be replaced: it ends with the status.
+    assert streamed.values == ["one", "two"]
+    assert streamed.code is grpc.StatusCode.UNAVAILABLE
+
+
+def test_no_context_leak_between_calls_on_reused_threads() -> None:
+    from concurrent import futures
+
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    seen: list[tuple[Any, int]] = []
+
+    def handler(req: Any, ctx: Any) -> Any:
+        current = errtrace.current()
+        seen.append((current.trace_id if current else None, threading.get_ident()))
+        if req.value == "boom":
+            raise RuntimeError(SECRET)
+        return StringValue(value="ok")
+
+    pool = futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        with sync_server(errtrace.grpc_server_interceptors(), _custom_handler(handler),
+                         executor=pool) as port, \
+                grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            invoke(ch, "Unary", "boom", [("traceparent", TRACEPARENT)])
+            invoke(ch, "Unary", "x")
+            # Whatever runs next on that same worker thread finds no context bound.
+            leftover = pool.submit(errtrace.current).result(10)
+    finally:
+        pool.shutdown()
+    assert seen[0][1] == seen[1][1]  # one worker thread ran both calls
+    assert seen[0][0] == TRACE_ID and seen[1][0] not in (None, TRACE_ID)
+    assert leftover is None
+
+
+def test_sync_handler_on_aio_server() -> None:
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    def unary(req: Any, ctx: Any) -> Any:
+        if req.value == "boom":
+            raise RuntimeError(SECRET)
+        ctx_ = errtrace.current()
+        return StringValue(value=ctx_.trace_id if ctx_ else "none")
+
+    def stream(req: Any, ctx: Any) -> Any:
+        ctx_ = errtrace.current()
+        yield StringValue(value=ctx_.trace_id if ctx_ else "none")
+        raise errtrace.AppError("TIMEOUT")
+
+    ser, de = StringValue.SerializeToString, StringValue.FromString
+    handler = grpc.method_handlers_generic_handler("test.Echo", {
+        "Unary": grpc.unary_unary_rpc_method_handler(
+            unary, request_deserializer=de, response_serializer=ser),
+        "ServerStream": grpc.unary_stream_rpc_method_handler(
+            stream, request_deserializer=de, response_serializer=ser),
+    })
+    with AioServerThread(errtrace.grpc_aio_server_interceptors(), handler) as port, \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        ok = invoke(ch, "Unary", "x", [("traceparent", TRACEPARENT)])
+        failed = invoke(ch, "Unary", "boom")
+        streamed = invoke(ch, "ServerStream", "x", [("traceparent", TRACEPARENT)])
+    assert ok.values == [TRACE_ID]
+    assert failed.code is grpc.StatusCode.INTERNAL and SECRET not in failed.call.details()
+    assert streamed.values == [TRACE_ID]
+    assert streamed.code is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_unknown_method_stays_unimplemented(channel: grpc.Channel) -> None:
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    m = channel.unary_unary("/test.Echo/Nope", request_serializer=StringValue.SerializeToString,
+                            response_deserializer=StringValue.FromString)
+    with pytest.raises(grpc.RpcError) as info:
+        m(StringValue(value="x"), timeout=10)
+    assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_options_build_their_own_runtime() -> None:
+    from errtrace.core.runtime import Runtime, default_runtime
+
+    [default] = errtrace.grpc_server_interceptors()
+    [custom] = errtrace.grpc_server_interceptors(service_name="svc-x")
+    assert default.runtime is default_runtime()
+    assert custom.runtime.config.service_name == "svc-x"
+    runtime = Runtime(errtrace.Config(service_name="svc-y"))
+    [given] = errtrace.grpc_aio_server_interceptors(runtime=runtime)
+    assert given.runtime is runtime
+    with pytest.raises(TypeError):
+        errtrace.grpc_server_interceptors(runtime=runtime, debug=True)
+
+
+def _custom_handler(unary: Any) -> grpc.GenericRpcHandler:
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    return grpc.method_handlers_generic_handler("test.Echo", {
+        "Unary": grpc.unary_unary_rpc_method_handler(
+            unary, request_deserializer=StringValue.FromString,
+            response_serializer=StringValue.SerializeToString),
+    })
+
+
+def _call_custom(mode: str, unary: Any) -> Any:
+    handler = _custom_handler(unary)
+    if mode == "sync":
+        server: Any = sync_server(errtrace.grpc_server_interceptors(), handler)
+    else:
+        server = AioServerThread(errtrace.grpc_aio_server_interceptors(), handler)
+    with server as port, grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        return invoke(ch, "Unary", "x")
+
