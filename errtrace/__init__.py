@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from errtrace import testing
 from errtrace._instrument import instrument
+from errtrace.adapters import install_default_translators
 from errtrace.core.codes import CodeDefinitionError, CodeRegistry, ErrorCode, registry
 from errtrace.core.config import Config, ConfigError
 from errtrace.core.context import ErrorContext, current
@@ -28,8 +29,8 @@ from errtrace.core.events import ErrorEvent
 from errtrace.core.levels import Level
 from errtrace.core.logging import ContextFilter
 from errtrace.core.policy import policy
-from errtrace.core.propagation import dict_setter, inject, new_root_context
-from errtrace.core.runtime import runtime_for
+from errtrace.core.propagation import dict_setter
+from errtrace.core.runtime import inject_current, runtime_for
 from errtrace.core.stats import stats as _stats
 
 if TYPE_CHECKING:
@@ -80,13 +81,8 @@ def outgoing_headers() -> dict[str, str]:
     on every call (this hop's span as its parent), ``baggage`` and the business-code
     header. Outside a request, a new trace is started for the call.
     """
-    ctx = current()
-    runtime = runtime_for(ctx)
-    settings = runtime.config.propagation
-    if ctx is None:
-        ctx = new_root_context(settings)
     headers: dict[str, str] = {}
-    inject(ctx, headers, dict_setter, settings)
+    inject_current(headers, dict_setter)
     return headers
 
 
@@ -155,6 +151,9 @@ def grpc_client_interceptors(**options: Any) -> list[Any]:
 def grpc_aio_client_interceptors(**options: Any) -> list[Any]:
     """Interceptors for ``grpc.aio.insecure_channel(..., interceptors=...)``."""
     return _grpc().aio_client_interceptors(**options)  # type: ignore[no-any-return]
+
+
+install_default_translators()
 
 
 def __getattr__(name: str) -> Any:

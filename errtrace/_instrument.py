@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from errtrace.core.config import Config
 from errtrace.core.runtime import Runtime, default_runtime, set_default_runtime
@@ -42,21 +42,23 @@ def instrument(app: A, *, config: Config | None = None, **options: Any) -> A:
     wrapper returned. Options are those of :class:`errtrace.Config`.
     """
     runtime = _runtime(config, options)
-    if _is_instance_of(app, "starlette", "Starlette"):
+    # The app's type is only known by inspection here; each branch checks it first.
+    target: Any = app
+    if _is_instance_of(target, "starlette", "Starlette"):
         from errtrace.middleware.starlette import instrument_starlette
 
-        return instrument_starlette(app, runtime)  # type: ignore[arg-type, return-value]
-    if _is_instance_of(app, "flask", "Flask"):
+        return cast(A, instrument_starlette(target, runtime))
+    if _is_instance_of(target, "flask", "Flask"):
         from errtrace.middleware.flask import instrument_flask
 
-        return instrument_flask(app, runtime)  # type: ignore[no-any-return]
-    if not callable(app):
+        return cast(A, instrument_flask(target, runtime))
+    if not callable(target):
         raise TypeError(f"cannot instrument {type(app).__name__}: not an ASGI or WSGI app")
-    call = app if inspect.isfunction(app) or inspect.ismethod(app) else app.__call__  # type: ignore[operator]
+    call = target if inspect.isfunction(target) or inspect.ismethod(target) else target.__call__
     if inspect.iscoroutinefunction(call):
         from errtrace.middleware.asgi import ErrtraceMiddleware
 
-        return ErrtraceMiddleware(app, runtime)  # type: ignore[arg-type, return-value]
+        return cast(A, ErrtraceMiddleware(target, runtime))
     from errtrace.middleware.wsgi import ErrtraceWSGIMiddleware
 
-    return ErrtraceWSGIMiddleware(app, runtime)  # type: ignore[arg-type, return-value]
+    return cast(A, ErrtraceWSGIMiddleware(target, runtime))

@@ -192,3 +192,13 @@ def test_runtime_http_error_and_record() -> None:
     assert event.private_exception == "ValueError: boom"
     assert json.loads(body)["event_id"] == event.event_id == CTX.event_id
     assert seen == [("INTERNAL", "a" * 32)]
+
+
+def test_framework_retry_after_is_written_once_and_shown_in_body() -> None:
+    from errtrace.core.errors import error_for_http_status
+
+    err = error_for_http_status(429, "slow down", {"Retry-After": "30", "X-Other": "1"})
+    headers = error_headers(err, CTX, "EV", Config())
+    assert [v for k, v in headers if k.lower() == "retry-after"] == ["30"]
+    assert ("X-Other", "1") in headers
+    assert problem(err, CTX, "EV", Config())["retry_after"] == 30.0

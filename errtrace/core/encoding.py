@@ -23,6 +23,7 @@ from errtrace.core.codes import CODE_ID_RE
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext
 from errtrace.core.errors import AppError, RemoteError
+from errtrace.core.status import parse_retry_after as parse_retry_after  # re-exported
 
 PROBLEM_JSON = "application/problem+json"
 MAX_CHAIN = 16
@@ -74,6 +75,7 @@ def problem(
     body["span_id"] = ctx.span_id if ctx else None
     body["biz_code"] = ctx.biz_code if ctx else None
     body["event_id"] = event_id
+    body["service"] = config.service_name
     body["hint"] = code.hint
     body["retryable"] = code.retryable
     if err.retry_after is not None:
@@ -96,6 +98,18 @@ def problem(
     return body
 
 
+def sse_error_event(
+    err: AppError, ctx: ErrorContext | None, config: Config
+) -> bytes:
+    """The final ``event: error`` of a ``text/event-stream`` that failed mid-stream.
+
+    Its ``data`` is the problem document on one line, so an EventSource client gets
+    the same structured error as a non-streaming one.
+    """
+    doc = problem(err, ctx, err.event_id, config)
+    return b"event: error\ndata: " + json.dumps(doc, default=str).encode() + b"\n\n"
+
+
 def problem_json(body: Mapping[str, Any]) -> bytes:
     """Serialize a problem document (non-JSON values become strings)."""
     return json.dumps(body, separators=(",", ":"), default=str).encode()
@@ -113,7 +127,8 @@ def error_headers(
         headers.append((config.event_id_header, event_id))
     if ctx is not None:
         headers.append((config.trace_id_header, ctx.trace_id))
-    retry = retry_after_header(err)
+    own = {name.lower() for name in err.headers}
+    retry = retry_after_header(err) if "retry-after" not in own else None
     if retry is not None:
         headers.append(("Retry-After", retry))
     for name, value in err.headers.items():
@@ -267,6 +282,22 @@ def from_http_response(
             service=service,
         )
     return None
+
+
+def error_for_upstream_status(status: int) -> AppError:
+    """The error for a dependency's un-coded error status (its text is not trusted).
+
+    408/504 -> TIMEOUT; 429/503 -> UPSTREAM_UNAVAILABLE (the peer asks us to come back
+    later, so retryable whatever its reason); anything else -> UPSTREAM_ERROR. A 4xx from
+    a dependency is this service's failure, not its caller's, so it is never passed on.
+    """
+    if status in (408, 504):
+        code = "TIMEOUT"
+    elif status in (429, 503):
+        code = "UPSTREAM_UNAVAILABLE"
+    else:
+        code = "UPSTREAM_ERROR"
+    return AppError(code, None, details={"upstream_status": status})
 
 
 def _with_event(err: AppError, event_id: str) -> AppError:

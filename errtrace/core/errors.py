@@ -27,7 +27,7 @@ from typing import Any
 
 from errtrace.core.codes import CodeRegistry, ErrorCode, registry
 from errtrace.core.levels import Level
-from errtrace.core.status import grpc_to_http, http_to_grpc
+from errtrace.core.status import grpc_to_http, http_to_grpc, parse_retry_after
 
 log = logging.getLogger("errtrace")
 
@@ -261,7 +261,16 @@ def error_for_http_status(
     The status is kept as given (a 405 stays 405) while the code names its class.
     """
     code = _HTTP_CODES.get(status) or ("BAD_REQUEST" if status < 500 else "INTERNAL")
-    return AppError(code, message, status=status, headers=headers)
+    own = dict(headers or {})
+    details: dict[str, Any] = {}
+    for name in [n for n in own if n.lower() == "retry-after"]:
+        # Kept as the error's retry_after, so exactly one Retry-After is written and the
+        # body shows it; a value that does not parse stays a header as it was.
+        seconds = parse_retry_after(own[name])
+        if seconds is not None:
+            del own[name]
+            details["retry_after"] = seconds
+    return AppError(code, message, status=status, headers=own, details=details)
 
 
 class ExceptionMapper:

@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from errtrace.core.encoding import (
     caused_by,
     client_details,
     error_headers,
+    from_http_response,
     problem,
     problem_json,
 )
@@ -38,7 +39,7 @@ from errtrace.core.events import ErrorEvent, EventBuffer, events
 from errtrace.core.ids import new_event_id
 from errtrace.core.levels import Level
 from errtrace.core.policy import NO_RESULT, Policy, failsafe, policy
-from errtrace.core.propagation import Getter, extract
+from errtrace.core.propagation import Getter, Setter, extract, inject, new_root_context
 from errtrace.core.stats import stats
 
 log = logging.getLogger("errtrace")
@@ -235,6 +236,31 @@ class Runtime:
             log.critical("errtrace: level 0 error %s: stopping the process", err.code)
             failsafe(self.exit_handler, what="exit handler")
 
+    # -- response rewriting -------------------------------------------------------------
+
+    def rewrite_response(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> AppError | None:
+        """The structured error for an un-coded error response, or None to keep it.
+
+        Used on routes with ``rewrite_responses``: a 4xx/5xx answer whose body is free
+        text or JSON without a code (typically an LLM provider's error passed through)
+        becomes the ``LLM_*`` error of its class. ``headers`` keys are lower-case. The
+        provider's text is kept for the event only (``_provider_text``).
+        """
+        if status < 400 or self.config.error_code_header.lower() in headers:
+            return None
+        if from_http_response(status, headers, body) is not None:
+            return None  # it already speaks errtrace
+        from errtrace.core.rewrite import from_response
+
+        found = from_response(status, body, headers.get("content-type"))
+        details = dict(found.details)
+        details["_provider_text"] = found.text
+        details["rule"] = found.rule
+        details["upstream_status"] = status
+        return AppError(found.code, details=details)
+
     # -- report ---------------------------------------------------------------------------
 
     def report(self, code: str, message: str | None = None, **details: Any) -> ErrorEvent:
@@ -283,6 +309,19 @@ def runtime_for(ctx: ErrorContext | None) -> Runtime:
     if ctx is not None and ctx.runtime is not None:
         return ctx.runtime
     return default_runtime()
+
+
+def inject_current(carrier: C, setter: Setter[C]) -> str:
+    """Write the current context into an outgoing call's carrier; returns the call's span id.
+
+    Outside a request (no current context) the call starts a new trace of its own.
+    Every client adapter (httpx, gRPC) and ``errtrace.outgoing_headers()`` use this.
+    """
+    ctx = current()
+    settings = runtime_for(ctx).config.propagation
+    if ctx is None:
+        ctx = new_root_context(settings)
+    return inject(ctx, carrier, setter, settings)
 
 
 def plain_fallback_response(

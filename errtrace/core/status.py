@@ -7,6 +7,9 @@ document. The core names gRPC statuses by string so that it never imports grpc.
 
 from __future__ import annotations
 
+import email.utils
+import time
+
 GRPC_CODES: dict[str, int] = {
     "OK": 0,
     "CANCELLED": 1,
@@ -94,3 +97,19 @@ def grpc_to_http(name: str) -> int:
 def is_grpc_status(name: object) -> bool:
     """True when ``name`` is one of the 17 canonical gRPC status names."""
     return isinstance(name, str) and name in GRPC_CODES
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` value: delay-seconds or an HTTP-date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value[:10]))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is GMT; obsolete formats may lack the zone
+        return None
+    return max(0.0, round(when.timestamp() - time.time(), 3))

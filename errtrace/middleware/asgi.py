@@ -10,13 +10,12 @@ pass through untouched.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext, bind, reset
-from errtrace.core.encoding import problem
+from errtrace.core.encoding import sse_error_event
 from errtrace.core.policy import NO_RESULT
 from errtrace.core.runtime import Failure, Runtime, default_runtime, plain_fallback_response
 
@@ -97,8 +96,11 @@ class ErrtraceMiddleware:
             await send(message)
 
         failure: Failure | None = None
+        app_send = send_wrapper
+        if runtime.config.rewrite_responses and runtime.config.rewrites(scope.get("path", "")):
+            app_send = _RewritingSend(runtime, ctx, scope, send_wrapper)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, app_send)
         except Exception as exc:
             failure = runtime.fail(
                 exc, ctx, transport="http", method=scope.get("method"),
@@ -137,9 +139,72 @@ class ErrtraceMiddleware:
     ) -> None:
         body = b""
         if event_stream and self.runtime.config.sse_error_event:
-            doc = problem(failure.error, ctx, failure.error.event_id, self.runtime.config)
-            body = b"event: error\ndata: " + json.dumps(doc, default=str).encode() + b"\n\n"
+            body = sse_error_event(failure.error, ctx, self.runtime.config)
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class _RewritingSend:
+    """A ``send`` that holds an error response until its body is complete, so that an
+    un-coded (free-text or code-less JSON) error can be replaced by a structured one.
+    Bodies over ``rewrite_max_body_bytes`` are passed through as they are."""
+
+    def __init__(self, runtime: Runtime, ctx: ErrorContext, scope: Scope, send: Send) -> None:
+        self.runtime, self.ctx, self.scope, self.send = runtime, ctx, scope, send
+        self.start: Message | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.passing = False
+
+    async def __call__(self, message: Message) -> None:
+        if self.passing:
+            await self.send(message)
+            return
+        kind = message["type"]
+        if kind == "http.response.start":
+            if message["status"] < 400:
+                self.passing = True
+                await self.send(message)
+            else:
+                self.start = message
+            return
+        if kind != "http.response.body" or self.start is None:
+            await self.send(message)
+            return
+        body = bytes(message.get("body", b""))
+        self.chunks.append(body)
+        self.size += len(body)
+        if self.size > self.runtime.config.rewrite_max_body_bytes:
+            await self._flush(more_body=bool(message.get("more_body", False)))
+            return
+        if not message.get("more_body", False):
+            await self._finish()
+
+    async def _flush(self, *, more_body: bool) -> None:
+        assert self.start is not None
+        self.passing = True
+        await self.send(self.start)
+        await self.send(
+            {"type": "http.response.body", "body": b"".join(self.chunks), "more_body": more_body}
+        )
+
+    async def _finish(self) -> None:
+        assert self.start is not None
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1")
+            for k, v in self.start.get("headers", ())
+        }
+        body = b"".join(self.chunks)
+        err = self.runtime.rewrite_response(self.start["status"], headers, body)
+        if err is None:
+            await self._flush(more_body=False)
+            return
+        self.passing = True
+        self.runtime.record(
+            err, self.ctx, transport="http", method=self.scope.get("method"),
+            route=self.scope.get("path"),
+        )
+        status, out_headers, out_body = self.runtime.http_error(err, self.ctx)
+        await _send_response(self.send, status, out_headers, out_body)
 
 
 async def _send_response(

@@ -1,0 +1,175 @@
+"""The classifier wired into the middlewares: LLM SDK exceptions escaping a handler and
+(when enabled for a route) un-coded error responses become structured LLM_* errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI
+from flask import Flask
+from starlette.responses import JSONResponse, PlainTextResponse
+
+import errtrace
+
+pytestmark = pytest.mark.anyio
+
+OPENAI_CONTEXT = {
+    "error": {
+        "message": "This model's maximum context length is 8192 tokens. However, you "
+        "requested 9001 tokens (8000 in the messages, 1001 in the completion). Please "
+        "reduce the length of the messages or completion.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+}
+RATE_TEXT = (
+    "Rate limit reached for gpt-4o in organization org-abc on tokens per min (TPM): "
+    "Limit 30000, Used 29937, Requested 385. Please try again in 6.5s."
+)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def openai_rate_limit() -> openai.RateLimitError:
+    request = httpx.Request("POST", "https://api.openai.com/v1/chat/completions")
+    body = {"error": {"message": RATE_TEXT, "type": "tokens", "code": "rate_limit_exceeded"}}
+    response = httpx.Response(429, request=request, json=body, headers={"retry-after": "7"})
+    return openai.RateLimitError(RATE_TEXT, response=response, body=body)  # type: ignore[arg-type]
+
+
+def fastapi_app(**options: Any) -> FastAPI:
+    app = errtrace.instrument(FastAPI(), **options)
+
+    @app.get("/llm/sdk")
+    async def sdk() -> None:
+        raise openai_rate_limit()
+
+    @app.get("/llm/json")
+    async def provider_json() -> JSONResponse:
+        return JSONResponse(OPENAI_CONTEXT, status_code=400)
+
+    @app.get("/llm/text")
+    async def provider_text() -> PlainTextResponse:
+        return PlainTextResponse(RATE_TEXT, status_code=429)
+
+    @app.get("/plain/text")
+    async def not_rewritten() -> PlainTextResponse:
+        return PlainTextResponse("overloaded_error", status_code=529)
+
+    @app.get("/llm/ok")
+    async def ok() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    return app
+
+
+async def get(app: Any, path: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        return await c.get(path)
+
+
+async def test_llm_sdk_exception_escaping_a_handler_is_classified() -> None:
+    with errtrace.testing.capture_events() as events:
+        r = await get(fastapi_app(), "/llm/sdk")
+    assert r.status_code == 429
+    body = r.json()
+    assert body["code"] == "LLM_RATE_LIMITED" and body["retryable"] is True
+    assert r.headers["retry-after"] == "7"
+    assert "org-abc" not in r.text  # provider text stays server side
+    provider_text = events[0].private_provider_text
+    assert provider_text is not None and "org-abc" in provider_text
+
+
+async def test_provider_text_shown_only_in_debug() -> None:
+    r = await get(fastapi_app(debug=True), "/llm/sdk")
+    assert "org-abc" in r.text
+
+
+async def test_uncoded_error_responses_rewritten_on_enabled_routes() -> None:
+    app = fastapi_app(rewrite_responses=["/llm"])
+    json_r = await get(app, "/llm/json")
+    text_r = await get(app, "/llm/text")
+    plain_r = await get(app, "/plain/text")
+    ok_r = await get(app, "/llm/ok")
+    assert json_r.status_code == 400
+    assert json_r.json()["code"] == "LLM_CONTEXT_LENGTH_EXCEEDED"
+    assert json_r.json()["details"]["provider_error_code"] == "context_length_exceeded"
+    assert "9001" not in json_r.text or "requested_tokens" in json_r.json()["details"]
+    assert text_r.status_code == 429 and text_r.json()["code"] == "LLM_RATE_LIMITED"
+    assert text_r.headers["x-error-code"] == "LLM_RATE_LIMITED"
+    assert "org-abc" not in text_r.text
+    assert (plain_r.status_code, plain_r.text) == (529, "overloaded_error")  # route not enabled
+    assert ok_r.json() == {"ok": "yes"}
+
+
+async def test_coded_error_responses_are_left_alone() -> None:
+    app = fastapi_app(rewrite_responses=True)
+
+    @app.get("/coded")
+    async def coded() -> None:
+        raise errtrace.AppError("AI_POLICY_REJECTED")
+
+    r = await get(app, "/coded")
+    assert r.json()["code"] == "AI_POLICY_REJECTED"
+
+
+def flask_app(**options: Any) -> Flask:
+    app = Flask(__name__)
+
+    @app.get("/llm/json")
+    def provider_json() -> Any:
+        return OPENAI_CONTEXT, 400
+
+    @app.get("/llm/sdk")
+    def sdk() -> Any:
+        raise openai_rate_limit()
+
+    @app.get("/llm/stream")
+    def stream() -> Any:
+        def gen() -> Any:
+            yield "overloaded_error: "
+            yield "Overloaded"
+
+        return app.response_class(gen(), status=529, mimetype="text/plain")
+
+    @app.get("/plain")
+    def plain() -> Any:
+        return "overloaded_error", 529
+
+    return errtrace.instrument(app, **options)
+
+
+def test_flask_rewrites_and_classifies() -> None:
+    client = flask_app(rewrite_responses=["/llm"]).test_client()
+    r_json = client.get("/llm/json")
+    r_sdk = client.get("/llm/sdk")
+    r_stream = client.get("/llm/stream")
+    r_plain = client.get("/plain")
+    assert r_json.status_code == 400
+    assert json.loads(r_json.data)["code"] == "LLM_CONTEXT_LENGTH_EXCEEDED"
+    assert r_sdk.status_code == 429 and r_sdk.headers["X-Error-Code"] == "LLM_RATE_LIMITED"
+    assert r_stream.status_code == 503
+    assert json.loads(r_stream.data)["code"] == "LLM_OVERLOADED"
+    assert (r_plain.status_code, r_plain.data) == (529, b"overloaded_error")
+
+
+def test_httpx_failure_escaping_a_handler_maps_to_upstream_code() -> None:
+    app = Flask(__name__)
+
+    @app.get("/call")
+    def call() -> Any:
+        with httpx.Client(timeout=0.5) as c:
+            return c.get("http://127.0.0.1:9/never").text  # port 9: nothing listens
+
+    r = errtrace.instrument(app).test_client().get("/call")
+    assert r.status_code == 503
+    assert r.headers["X-Error-Code"] == "UPSTREAM_UNAVAILABLE"
