@@ -1,0 +1,1 @@
+"""Runnable examples of errtrace (importable so that the tests run the same code)."""
