@@ -232,6 +232,10 @@ def translate_llm_exception(exc: BaseException) -> AppError | None:
     if isinstance(exc, AppError):
         return None
     root = _root(exc)
+    if root == "builtins":
+        # A built-in exception carries no provider status, request or body: not ours,
+        # and the common case for a plain bug, so answer before probing attributes.
+        return None
     names = _mro_names(exc)
     hostport = _host_of(exc)
     host = hostport[0] if hostport else None

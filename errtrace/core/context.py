@@ -20,7 +20,7 @@ FLAG_SAMPLED = 0x01
 FLAG_RANDOM = 0x02  # W3C Trace Context Level 2
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ErrorContext:
     """The error context of one hop: trace, span, business code and error code.
 

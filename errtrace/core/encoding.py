@@ -110,9 +110,12 @@ def sse_error_event(
     return b"event: error\ndata: " + json.dumps(doc, default=str).encode() + b"\n\n"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def problem_json(body: Mapping[str, Any]) -> bytes:
     """Serialize a problem document (non-JSON values become strings)."""
-    return json.dumps(body, separators=(",", ":"), default=str).encode()
+    return _ENCODER.encode(body).encode()
 
 
 def error_headers(

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)
 class ErrorEvent:
     """What happened, where, and in which context. Fields starting with ``private_``
     may hold exception or provider text and are never sent to a client."""

@@ -14,6 +14,8 @@ import time
 from typing import Protocol
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two base32 digits per table entry: 10 bits at a time halves the encoding loop.
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 
 
 class IdGenerator(Protocol):
@@ -78,12 +80,13 @@ class _EventIds:
             else:
                 rand = random.getrandbits(80)
             self._last_ms, self._last_rand = now_ms, rand
-        value = (now_ms << 80) | rand
-        chars = []
-        for _ in range(26):
-            chars.append(_CROCKFORD[value & 31])
-            value >>= 5
-        return "".join(reversed(chars))
+        value = (now_ms << 80) | rand  # 128 bits -> 26 digits: 2 + 12 pairs x 10 bits
+        parts = []
+        for _ in range(12):
+            parts.append(_PAIRS[value & 1023])
+            value >>= 10
+        parts.append(_PAIRS[value])  # the top 8 bits: one more pair
+        return "".join(reversed(parts))
 
 
 _events = _EventIds()

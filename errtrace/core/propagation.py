@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import quote, unquote
 
 from errtrace.core.context import FLAG_RANDOM, FLAG_SAMPLED, ErrorContext
@@ -77,8 +77,18 @@ class DictSetter:
         carrier[key] = value
 
 
+class CollectedGetter:
+    """Getter for ``{lower-case name: [values]}`` gathered by an adapter in one pass
+    over its headers (see :meth:`PropagationSettings.inbound_names`)."""
+
+    def get(self, carrier: Mapping[str, list[str]], key: str) -> Sequence[str] | None:
+        """Values of ``key`` (already lower-case)."""
+        return carrier.get(key)
+
+
 dict_getter = DictGetter()
 dict_setter = DictSetter()
+collected_getter = CollectedGetter()
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,11 @@ class PropagationSettings:
     baggage_biz_key: str = "biz.code"
     max_header_bytes: int = 8192
     sample_new_traces: bool = True
+
+    @property
+    def inbound_names(self) -> tuple[str, ...]:
+        """The lower-case header / metadata names that :func:`extract` reads."""
+        return (TRACEPARENT, TRACESTATE, BAGGAGE, self.biz_header)
 
 
 DEFAULT_SETTINGS = PropagationSettings()
@@ -110,8 +125,7 @@ TRACESTATE_MAX_MEMBERS = 32
 TRACESTATE_PROPAGATE_BYTES = 512  # the spec's "SHOULD propagate at least 512" budget
 
 
-@dataclass(frozen=True)
-class TraceParent:
+class TraceParent(NamedTuple):
     """A parsed ``traceparent``."""
 
     trace_id: str
@@ -126,6 +140,14 @@ def parse_traceparent(value: str) -> TraceParent | None:
     (future) version is parsed by its 55-character prefix, which must be followed by
     the end or a ``-``. Upper-case hex and all-zero ids are invalid.
     """
+    if len(value) == 55 and value[:3] == "00-":  # the common case, without stripping
+        match = _TRACEPARENT_RE.fullmatch(value)
+        if match is None:
+            return None
+        trace_id, parent_id, flags = match.groups()
+        if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
+            return None
+        return TraceParent(trace_id, parent_id, int(flags, 16))
     if len(value) > 1024:
         return None
     value = value.strip(_OWS)

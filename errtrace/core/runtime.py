@@ -198,6 +198,8 @@ class Runtime:
         unhandled = cause is not None and not isinstance(cause, AppError) and (
             err.code == "INTERNAL" or err.level <= Level.CRITICAL
         )
+        if not log.isEnabledFor(logging.ERROR if unhandled else err.level.info.log_level):
+            return
         extra = {"err_code": err.code, "event_id": event.event_id}
         if unhandled:
             # The one server-side record of an unhandled exception, with its stack.

@@ -17,6 +17,7 @@ from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext, bind, reset
 from errtrace.core.encoding import sse_error_event
 from errtrace.core.policy import NO_RESULT
+from errtrace.core.propagation import collected_getter
 from errtrace.core.runtime import Failure, Runtime, default_runtime, plain_fallback_response
 
 Scope = MutableMapping[str, Any]
@@ -64,13 +65,23 @@ class ErrtraceMiddleware:
             )
         self.runtime = runtime
         self._trace_header = runtime.config.trace_id_header.lower().encode("latin-1")
+        self._inbound = {
+            name.encode("latin-1"): name for name in runtime.config.propagation.inbound_names
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         runtime = self.runtime
-        ctx = runtime.start(scope["headers"], asgi_getter)
+        # One pass over the request headers for the few that carry the context.
+        inbound = self._inbound
+        carrier: dict[str, list[str]] = {}
+        for name, value in scope["headers"]:
+            key = inbound.get(name)
+            if key is not None:
+                carrier.setdefault(key, []).append(value.decode("latin-1"))
+        ctx = runtime.start(carrier, collected_getter)
         token = bind(ctx)
         trace_name = self._trace_header
         trace_header = (trace_name, ctx.trace_id.encode("latin-1"))
@@ -115,7 +126,11 @@ class ErrtraceMiddleware:
                 pass  # the client is gone; the error is recorded already
         finally:
             reset(token)
-        runtime.after_response(failure)
+        if failure is not None:
+            runtime.after_response(failure)
+            # The error's cause holds a traceback holding this frame, which holds
+            # `failure`: drop it so the request's objects are freed without the GC.
+            failure = None
 
     async def _respond(
         self, failure: Failure, ctx: ErrorContext, scope: Scope, receive: Receive, send: Send
