@@ -17,8 +17,9 @@ from typing import Any
 import grpc
 
 from errtrace.core.context import ErrorContext, bind, reset
+from errtrace.core.propagation import collected_getter
 from errtrace.core.runtime import Failure, Runtime
-from errtrace.grpc_interceptors._metadata import merged, metadata_getter
+from errtrace.grpc_interceptors._metadata import merged
 from errtrace.grpc_interceptors._status import Status, error_status
 
 Behavior = Callable[..., Any]
@@ -78,9 +79,17 @@ class ServerBase:
         self.runtime = runtime
         self._cache = HandlerCache()
         self._trace_key = runtime.config.trace_id_header.lower()
+        self._inbound = frozenset(runtime.config.propagation.inbound_names)
 
     def _start(self, context: Any) -> ErrorContext:
-        return self.runtime.start(context.invocation_metadata(), metadata_getter)
+        # One pass over the metadata for the few keys that carry the context (text
+        # values only: "-bin" keys hold bytes).
+        inbound = self._inbound
+        carrier: dict[str, list[str]] = {}
+        for key, value in context.invocation_metadata() or ():
+            if key in inbound and isinstance(value, str):
+                carrier.setdefault(key, []).append(value)
+        return self.runtime.start(carrier, collected_getter)
 
     def _add_trace_id(self, context: Any, ctx: ErrorContext) -> None:
         pair = (self._trace_key, ctx.trace_id)
@@ -164,10 +173,10 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
         return wrapped
 
     def _unary_response(self, behavior: Behavior, method: str) -> Behavior:
-        start = self.runtime.start
+        start = self._start
 
         def unary_response(request: Any, context: Any) -> Any:
-            ctx = start(context.invocation_metadata(), metadata_getter)
+            ctx = start(context)
             token = bind(ctx)
             try:
                 response = behavior(request, context)
