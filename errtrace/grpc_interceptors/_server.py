@@ -185,9 +185,12 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
                     self._add_trace_id(context, ctx)
                     raise
                 failure, status = self._fail(exc, ctx, context, method, started=False)
-                if not failure.has_fallback:
-                    context.abort_with_status(status)
                 response = failure.fallback_result
+                if not failure.has_fallback:
+                    # This frame stays alive in the traceback grpc keeps; do not let it
+                    # hold the error (whose cause's traceback holds this frame).
+                    del failure
+                    context.abort_with_status(status)
             finally:
                 reset(token)
             self._add_trace_id(context, ctx)
