@@ -502,3 +502,120 @@ def test_builtin_rule_ids_are_unique_and_priorities_documented() -> None:
         > by_id["generic:rate-limit"]
         > by_id["weak:invalid-request-type"]
     )
+
+
+# ---------------------------------------------------------------- the token index
+
+
+def _variants(texts: list[str]) -> list[str]:
+    """Texts that stress the index: keys inside words, case, non-ASCII, long input."""
+    out: list[str] = []
+    for text in texts:
+        out += [
+            text,
+            text.upper(),
+            "x" + text.replace(" ", "") + "y",
+            text.replace(" ", "\u00a0"),
+            text.replace("e", "\u00e9", 2),
+            "Traceback (most recent call last):\n" + "  File 'a.py', line 1\n" * 150 + text,
+        ]
+    return out
+
+
+def test_token_index_only_skips_work_never_changes_an_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The indexed classifier answers exactly as the plain scan of every rule does."""
+    from errtrace.core.rewrite import _index
+
+    rows = _corpus()
+    texts = _variants([row["text"] for row in rows])
+    texts += [
+        "accurate limitation of the Throttler",  # "rate limit" and "throttl" inside words
+        "reratelimitexceeded",
+        "i'm unable to use tools",
+        "Upstream said: 503 SERVICE UNAVAILABLE",
+        "error: (429) http 502 status_code=503",
+        "deadline_exceeded\u2019",
+    ]
+    statuses = [None, 429, 500, None, 404]
+    fast = RuleSet()
+    cases = [(t, statuses[i % 5], rows[i % len(rows)]["provider"]) for i, t in enumerate(texts)]
+    indexed = [fast.classify(t, status=s, provider=p).as_dict() for t, s, p in cases]
+
+    # no anchors and every bit set: every rule is tried and every key tested with ``in``
+    monkeypatch.setattr(_index, "anchors_of", lambda key: [])
+    monkeypatch.setattr(_index.TokenIndex, "scan", lambda self, lowered: -1)
+    plain = RuleSet()
+    assert [plain.classify(t, status=s, provider=p).as_dict() for t, s, p in cases] == indexed
+
+
+def test_token_index_cache_may_be_cleared(monkeypatch: pytest.MonkeyPatch) -> None:
+    from errtrace.core.rewrite import _index
+
+    texts = [row["text"] for row in _corpus()]
+    expected = [classify(t).as_dict() for t in texts]
+    monkeypatch.setattr(_index, "_CACHE_MAX", 8)
+    small = RuleSet()
+    assert [small.classify(t).as_dict() for t in texts] == expected
+
+
+def test_anchors_of_keys() -> None:
+    from errtrace.core.rewrite._index import anchors_of, tokens
+
+    # "rate limit" occurs in "accurate limitation": a run at an edge of a key is only
+    # known to end (or start) a token of the text
+    assert anchors_of("rate limit") == [("suffix", "rate"), ("prefix", "limit")]
+    assert anchors_of(" per min") == [("exact", "per"), ("prefix", "min")]
+    assert anchors_of("readtimeout") == [("inside", "readtimeout")]
+    assert anchors_of("'$.") == []
+    assert tokens("Ab_c d\u00e9f 42\u00a0x".lower()) == {"ab", "c", "d", "f", "42", "x"}
+
+
+def test_literal_first_rewrites_find_the_same_matches() -> None:
+    """Built-in regexes run in a faster, equivalent spelling: same match or no match."""
+    import re
+
+    from errtrace.core.rewrite._index import literal_first
+
+    assert literal_first(r"\bthrottl") == r"throttl(?<=\bthrottl)"
+    assert literal_first(r"\btimed? ?out\b") == r"time(?<=\btime)d? ?out\b"
+    assert literal_first(r"(?:a|b)c") == r"(?:a|b)c"
+    texts = [row["text"].lower() for row in _corpus()]
+    texts += [p for rule in BUILTIN_RULES for p in rule.patterns]
+    texts += ["x" + t for t in texts] + [t.replace(" ", "_") for t in texts]
+    for rule in BUILTIN_RULES:
+        for pattern in rule.patterns:
+            fast = re.compile(literal_first(pattern))
+            slow = re.compile(pattern)
+            for text in texts:
+                assert bool(fast.search(text)) == bool(slow.search(text)), (pattern, text)
+
+
+def test_literal_eval_is_skipped_only_when_it_must_fail() -> None:
+    import ast
+    import random
+    import warnings
+
+    from errtrace.core.rewrite._extract import _may_be_literal
+
+    valid = [
+        "{'a': None, 'b': True, 'c': set(), 'd': False}",
+        "{'it\\'s': \"q\\\"\", b'x': rb'y', u'z': (1, -2.5e3, 3j, 0x1F, 0o7, 0b1, 1_000)}",
+        "{'a': # a comment\n 1}",
+        "{'a': '''x'''}",
+        "{'a': 'line\\\ncontinued', 'b': [..., {4}],}",
+    ]
+    assert all(_may_be_literal(c) for c in valid)
+    assert not _may_be_literal("{'error': {'type': 'x'}}\n{\"usage\": null}")
+    rnd = random.Random(5)
+    alphabet = "{}[](),:'\"\\ \n#abcfgjnNoreTFsux0123456789.-+_\u00e9"
+    for _ in range(20_000):
+        candidate = "{" + "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 14))) + "}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ast.literal_eval(candidate)
+            except Exception:
+                continue
+        assert _may_be_literal(candidate), candidate

@@ -382,3 +382,19 @@ def test_user_rule_gate_is_case_insensitive(tmp_path: Path) -> None:
         watch=False,
     )
     assert ruleset.classify("upstream slow: 9000ms").rule == "g"
+
+
+def test_user_rule_without_a_plain_word_is_always_tried(tmp_path: Path) -> None:
+    """A pattern the token index cannot anchor still runs on every message."""
+    ruleset = RuleSet()
+    ruleset.load(
+        _write(
+            tmp_path / "r.yaml",
+            "rules:\n"
+            "  - id: digits\n    code: LLM_TIMEOUT\n    patterns: ['^\\d{3}-\\d{3}$']\n"
+            "  - id: inside\n    code: LLM_OVERLOADED\n    patterns: ['zzq']\n",
+        ),
+        watch=False,
+    )
+    assert ruleset.classify("123-456").rule == "digits"
+    assert ruleset.classify("aZZQa").rule == "inside"  # inside a word, any case

@@ -14,6 +14,7 @@ from typing import Any
 
 from errtrace.core.codes import CodeRegistry, registry
 from errtrace.core.rewrite import _extract as ex
+from errtrace.core.rewrite._index import TOKEN_RE, TokenIndex, literal_first, quality
 from errtrace.core.rewrite._loader import (
     RuleFileError,
     compile_user_pattern,
@@ -64,50 +65,179 @@ class Classification:
         }
 
 
+_Key = tuple[int, str, bool]
+"""A literal the text is tested for: ``(index mask, text, sure)``; see :class:`TokenIndex`.
+
+It may occur only if ``hits & mask == mask``; ``sure``: then it does."""
+
+
 @dataclass(frozen=True)
 class _Compiled:
     rule: Rule
-    literals: tuple[str, ...]
+    literals: tuple[_Key, ...]
     # each regex with the text it cannot match without (None: always run it)
-    regexes: tuple[tuple[str | None, re.Pattern[str]], ...]
-    needles: tuple[str, ...]
+    regexes: tuple[tuple[_Key | None, re.Pattern[str]], ...]
+    needles: tuple[_Key, ...]
 
-    def matches(self, lowered: str) -> bool:
-        for literal in self.literals:
-            if literal in lowered:
+    def matches(self, lowered: str, hits: int) -> bool:
+        """Does the rule match? ``hits`` are the index bits of ``lowered``."""
+        for mask, literal, sure in self.literals:
+            if (hits & mask) == mask and (sure or literal in lowered):
                 return True
         if not self.regexes:
             return False
         if self.needles:
-            for needle in self.needles:
-                if needle in lowered:
+            for mask, needle, sure in self.needles:
+                if (hits & mask) == mask and (sure or needle in lowered):
                     break
             else:
                 return False
         for gate, regex in self.regexes:
             # a regex scan costs far more than a substring test on long input
-            if (gate is None or gate in lowered) and regex.search(lowered):
+            if gate is not None:
+                mask, text, sure = gate
+                if (hits & mask) != mask or not (sure or text in lowered):
+                    continue
+            if regex.search(lowered):
                 return True
         return False
 
 
-def _gated(regexes: Iterable[re.Pattern[str]]) -> tuple[tuple[str | None, re.Pattern[str]], ...]:
-    out = []
-    for regex in regexes:
-        gate = required_literal(regex.pattern)
-        out.append((gate.lower() if gate else None, regex))
-    return tuple(out)
+@dataclass(frozen=True)
+class _Table:
+    """The compiled rules in the order they are tried, with the token index over them.
+
+    Rule ``i`` owns index bit ``1 << i``: it is set when the text may satisfy the rule
+    (one of its literals, or what its regexes need, may occur); only those rules run.
+    """
+
+    rules: tuple[_Compiled, ...]
+    index: TokenIndex
+    rule_bits: int
+    # each provider with its group bit (set when one of its needles may occur)
+    providers: tuple[tuple[str, int, tuple[_Key, ...]], ...]
+    provider_bits: int
+    status_bit: int
+    # extractor name -> group bit, set when one of its gates may occur
+    extractors: dict[str, int]
+
+    def has(self, lowered: str, hits: int) -> ex.Has:
+        """``key in lowered``, skipped when the index proves the key absent."""
+        get = self.index.keys.get
+
+        def has(key: str) -> bool:
+            found = get(key)
+            if found is None:
+                return key in lowered
+            mask, sure = found
+            return (hits & mask) == mask and (sure or key in lowered)
+
+        return has
+
+    def detect_provider(self, lowered: str, hits: int) -> str | None:
+        """:func:`_extract.detect_provider`, with the index."""
+        if not hits & self.provider_bits:
+            return None
+        for provider, bit, needles in self.providers:
+            if hits & bit:
+                for mask, needle, sure in needles:
+                    if (hits & mask) == mask and (sure or needle in lowered):
+                        return provider
+        return None
 
 
-def _compile_builtin(rule: Rule) -> _Compiled:
+def _regex_part(index: TokenIndex, rule: Rule, gates: list[str | None], bit: int) -> None:
+    """Set the rule's bit whenever what its regexes need may occur."""
+    if not gates:
+        return
+    if rule.anchors:
+        for token in rule.anchors:
+            index.exact_token(token, bit)
+        return
+    choices: list[tuple[tuple[int, int], tuple[str, ...]]] = []
+    if rule.needles:
+        choices.append((quality(rule.needles), rule.needles))
+    if all(gate is not None for gate in gates):
+        gate_keys = tuple(gate for gate in gates if gate is not None)
+        choices.append((quality(gate_keys), gate_keys))
+    if not choices:
+        index.always |= bit
+        return
+    score, keys = max(choices, key=lambda item: item[0])
+    if score == (0, 0):
+        index.always |= bit
+        return
+    for key in keys:
+        index.add_group(key, bit)
+
+
+_Entry = tuple[Rule, tuple[str, ...], tuple[tuple[str, re.Pattern[str]], ...]]
+"""A rule with its plain-text patterns and its regexes (source pattern, compiled)."""
+
+
+def _key(index: TokenIndex, text: str, group: int = 0) -> _Key:
+    mask, sure = index.key(text, group)
+    return (mask, text, sure)
+
+
+def _build_table(ordered: list[_Entry]) -> _Table:
+    """``ordered``: the rules in trial order."""
+    index = TokenIndex(first_bit=len(ordered))
+    compiled: list[_Compiled] = []
+    for i, (rule, literals, regexes) in enumerate(ordered):
+        bit = 1 << i
+        gates: list[str | None] = []
+        for source, _ in regexes:
+            gate = required_literal(source)
+            gates.append(gate.lower() if gate else None)
+        compiled.append(
+            _Compiled(
+                rule,
+                tuple(_key(index, literal, bit) for literal in literals),
+                tuple(
+                    (None if gate is None else _key(index, gate), regex)
+                    for gate, (_, regex) in zip(gates, regexes, strict=True)
+                ),
+                tuple(_key(index, needle) for needle in rule.needles),
+            )
+        )
+        _regex_part(index, rule, gates, bit)
+    providers = []
+    provider_bits = 0
+    for provider, needles in ex.PROVIDER_NEEDLES:
+        bit = index.new_bit()
+        provider_bits |= bit
+        providers.append((provider, bit, tuple(_key(index, needle, bit) for needle in needles)))
+    extractors: dict[str, int] = {}
+    for name, extractor_gates in ex.EXTRACTOR_GATES.items():
+        bit = extractors[name] = index.new_bit()
+        for gate_key in extractor_gates:
+            index.key(gate_key, bit)
+    for key in ex.GATE_KEYS:
+        index.key(key)
+    status_bit = index.new_bit()
+    for token in ex.STATUS_TOKENS:
+        index.exact_token(token, status_bit)
+    return _Table(
+        tuple(compiled),
+        index.freeze(),
+        (1 << len(ordered)) - 1,
+        tuple(providers),
+        provider_bits,
+        status_bit,
+        extractors,
+    )
+
+
+def _split_builtin(rule: Rule) -> _Entry:
     literals: list[str] = []
-    regexes: list[re.Pattern[str]] = []
+    regexes: list[tuple[str, re.Pattern[str]]] = []
     for pattern in rule.patterns:
         if _META.isdisjoint(pattern):
             literals.append(pattern)
         else:
-            regexes.append(re.compile(pattern))
-    return _Compiled(rule, tuple(literals), _gated(regexes), rule.needles)
+            regexes.append((pattern, re.compile(literal_first(pattern))))
+    return rule, tuple(literals), tuple(regexes)
 
 
 @dataclass
@@ -143,7 +273,7 @@ class RuleSet:
         self._builtins: tuple[Rule, ...] = BUILTIN_RULES if builtins else ()
         self._extra: tuple[Rule, ...] = tuple(rules or ())
         self._user: list[tuple[Rule, tuple[re.Pattern[str], ...]]] = []
-        self._table: tuple[_Compiled, ...] | None = None
+        self._table: _Table | None = None
         self._lock = threading.Lock()
         self._stats = RuleSetStats()
         self._watch_path: Path | None = None
@@ -161,9 +291,9 @@ class RuleSet:
     @property
     def rules(self) -> tuple[Rule, ...]:
         """The active rules in the order they are tried."""
-        return tuple(c.rule for c in self._compiled())
+        return tuple(c.rule for c in self._compiled().rules)
 
-    def _compiled(self) -> tuple[_Compiled, ...]:
+    def _compiled(self) -> _Table:
         table = self._table
         if table is None:
             with self._lock:
@@ -172,21 +302,21 @@ class RuleSet:
                 table = self._table
         return table
 
-    def _build(self, user: list[tuple[Rule, tuple[re.Pattern[str], ...]]]) -> tuple[_Compiled, ...]:
-        own: list[_Compiled] = []
+    def _build(self, user: list[tuple[Rule, tuple[re.Pattern[str], ...]]]) -> _Table:
+        own: list[_Entry] = []
         for rule in self._extra:
             compiled = tuple(
                 compile_user_pattern(p, f"rule {rule.id!r}.patterns[{i}]")
                 for i, p in enumerate(rule.patterns)
             )
-            own.append(_Compiled(rule, (), _gated(compiled), rule.needles))
-        own.extend(_Compiled(rule, (), _gated(compiled), ()) for rule, compiled in user)
-        replaced = {c.rule.id for c in own}
-        builtins = [_compile_builtin(r) for r in self._builtins if r.id not in replaced]
-        ranked = [(-c.rule.priority, 0, i, c) for i, c in enumerate(own)]
-        ranked += [(-c.rule.priority, 1, i, c) for i, c in enumerate(builtins)]
+            own.append((rule, (), tuple((c.pattern, c) for c in compiled)))
+        own.extend((rule, (), tuple((c.pattern, c) for c in compiled)) for rule, compiled in user)
+        replaced = {entry[0].id for entry in own}
+        builtins = [_split_builtin(r) for r in self._builtins if r.id not in replaced]
+        ranked = [(-e[0].priority, 0, i, e) for i, e in enumerate(own)]
+        ranked += [(-e[0].priority, 1, i, e) for i, e in enumerate(builtins)]
         ranked.sort(key=lambda item: item[:3])
-        return tuple(item[3] for item in ranked)
+        return _build_table([item[3] for item in ranked])
 
     def set_user_rules(self, data: Mapping[str, Any] | None, source: str = "<rules>") -> int:
         """Replace the user rules with those of a parsed ``{"rules": [...]}`` document."""
@@ -307,31 +437,40 @@ class RuleSet:
         self._maybe_reload()
         text = ex.to_text(value, self.max_input)
         lowered = text.lower()
+        table = self._compiled()
+        hits = table.index.scan(lowered)
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
             status = None
         named = ex.normalize_provider(provider)
-        prov = named or ex.detect_provider(lowered)
+        prov = named or table.detect_provider(lowered, hits)
         # the status written in the text is looked for only when something needs it
         text_status: int | None = None
         text_status_known = status is not None
 
         decided: Rule | None = None
         if lowered.strip():
-            for compiled in self._compiled():
+            rules = table.rules
+            # only rules whose literals or regex gates may occur in the text
+            candidates = hits & table.rule_bits
+            while candidates:
+                lowest = candidates & -candidates
+                candidates ^= lowest
+                compiled = rules[lowest.bit_length() - 1]
                 rule = compiled.rule
                 if rule.status is not None:
                     if not text_status_known:
-                        text_status, text_status_known = ex.status_in_text(lowered), True
+                        text_status = self._status_in_text(table, lowered, hits)
+                        text_status_known = True
                     if (status if status is not None else text_status) not in rule.status:
                         continue
                 if rule.provider is not None and prov not in rule.provider:
                     continue
-                if compiled.matches(lowered):
+                if compiled.matches(lowered, hits):
                     decided = rule
                     break
 
         if decided is None and not text_status_known:
-            text_status = ex.status_in_text(lowered)
+            text_status = self._status_in_text(table, lowered, hits)
         if decided is not None:
             code, rule_id, confidence = decided.code, decided.id, decided.confidence
         elif status is not None and status_code_for(status):
@@ -344,7 +483,7 @@ class RuleSet:
         else:
             code, rule_id, confidence = UNKNOWN_CODE, "fallback:unknown", 0.0
 
-        details = self._details(text, lowered, code)
+        details = self._details(text, lowered, code, table, hits)
         if text_status is not None and decided is None:
             details["status"] = text_status
         return Classification(
@@ -358,17 +497,29 @@ class RuleSet:
         )
 
     @staticmethod
-    def _details(text: str, lowered: str, code: str) -> dict[str, Any]:
+    def _status_in_text(table: _Table, lowered: str, hits: int) -> int | None:
+        # on ASCII text every status pattern needs a whole token 400..599 (``\d`` also
+        # matches other digits, so non-ASCII text is always searched)
+        if not hits & table.status_bit and lowered.isascii():
+            return None
+        return ex.status_in_text(lowered)
+
+    @staticmethod
+    def _details(text: str, lowered: str, code: str, table: _Table, hits: int) -> dict[str, Any]:
         details: dict[str, Any] = {}
         if not lowered:
             return details
+        has = table.has(lowered, hits)
+        # an extractor whose gates cannot occur finds nothing: skip it
+        may = table.extractors
         envelope = ex.parse_envelope(text) if "{" in text else {}
         if (
             not envelope.get("type")
             and not envelope.get("code")
-            and ("type" in lowered or "code" in lowered)
+            and hits & may["fields"]
+            and (has("type") or has("code"))
         ):
-            envelope = {**ex.scan_envelope_fields(lowered), **envelope}
+            envelope = {**ex.scan_envelope_fields(lowered, has), **envelope}
         error_type = envelope.get("type")
         if error_type:
             details["provider_error_type"] = error_type
@@ -379,12 +530,12 @@ class RuleSet:
             )
         if error_code:
             details["provider_error_code"] = error_code
-        if code == "LLM_CONTEXT_LENGTH_EXCEEDED":
-            details.update(ex.context_numbers(lowered))
-        retry_after = ex.retry_after_seconds(lowered)
+        if code == "LLM_CONTEXT_LENGTH_EXCEEDED" and hits & may["context"]:
+            details.update(ex.context_numbers(lowered, has))
+        retry_after = ex.retry_after_seconds(lowered, has) if hits & may["retry"] else None
         if retry_after is not None:
             details["retry_after"] = retry_after
-        model = ex.model_name(lowered, text)
+        model = ex.model_name(lowered, text, has) if hits & may["model"] else None
         if model:
             details["model"] = model
         return details
@@ -414,6 +565,9 @@ def check_builtin_rules() -> list[str]:
     for rule in BUILTIN_RULES:
         if rule.code not in registry:
             problems.append(f"{rule.id}: unknown code {rule.code}")
+        for token in rule.anchors:
+            if not TOKEN_RE.fullmatch(token):
+                problems.append(f"{rule.id}: anchor {token!r} is not one token ([a-z0-9]+)")
         for pattern in rule.patterns:
             issue = find_unsafe_construct(pattern)
             if issue:

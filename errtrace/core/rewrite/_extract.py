@@ -10,8 +10,15 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from errtrace.core.rewrite._index import literal_first
+from errtrace.core.rewrite._safety import required_literal
+
+Has = Callable[[str], bool]
+"""``has(key)``: does the text contain ``key``? (``key in lowered``, or a faster
+equivalent from the engine's token index.)"""
 
 LITERAL_EVAL_LIMIT = 2048
 """Longest ``{...}`` substring handed to ``ast.literal_eval`` (it builds an AST)."""
@@ -55,12 +62,34 @@ def to_text(value: object, limit: int) -> str:
 # ---------------------------------------------------------------- envelopes
 
 
+# a one-line Python string literal, prefix letters left out (as Python's tokenizer reads it)
+_PY_STRING = re.compile(r"'[^'\\\n]*(?:\\[\s\S][^'\\\n]*)*'" r'|"[^"\\\n]*(?:\\[\s\S][^"\\\n]*)*"')
+_PY_KEYWORDS = re.compile(r"None|True|False|set\s*\(\s*\)")
+# outside its strings a literal has digits, brackets, punctuation, number letters
+# (0x1f, 0o7, 0b1, 1e5, 2j, 1_0), string prefixes (r, b, u, f) and the keywords above
+_NOT_IN_LITERAL = re.compile(r"[g-iklmnpqstvwyzG-IK-NPQSTVWYZ\x80-\U0010ffff]")
+
+
+def _may_be_literal(candidate: str) -> bool:
+    """False only if ``ast.literal_eval(candidate)`` must fail (parsing it costs more).
+
+    With its strings removed, a valid literal keeps no letter outside the few listed.
+    Triple-quoted strings and comments are not modelled: then the answer is True.
+    """
+    if "'''" in candidate or '"""' in candidate:
+        return True
+    outside = _PY_STRING.sub(" ", candidate)
+    if "#" in outside or not _NOT_IN_LITERAL.search(outside):
+        return True
+    return not _NOT_IN_LITERAL.search(_PY_KEYWORDS.sub(" ", outside))
+
+
 def _load(candidate: str) -> Any:
     try:
         return json.loads(candidate)
     except (ValueError, RecursionError):
         pass
-    if len(candidate) <= LITERAL_EVAL_LIMIT:
+    if len(candidate) <= LITERAL_EVAL_LIMIT and _may_be_literal(candidate):
         try:
             return ast.literal_eval(candidate)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -133,14 +162,24 @@ def parse_envelope(text: str) -> dict[str, str]:
     return found
 
 
-_TYPE_RE = re.compile(r"""[\\'"]type[\\'"]{1,3}\s?:\s?[\\'"]{1,3}([a-z][a-z0-9_.]{2,60})""")
-_CODE_RE = re.compile(r"""[\\'"]code[\\'"]{1,3}\s?:\s?[\\'"]{1,3}([a-z][a-z0-9_.]{2,60})""")
+# "[\\'"]type..." with the plain word first and the quote checked behind it: the same
+# fields found, several times faster on long text
+_FIELD_VALUE = r"""[\\'"]{1,3}\s?:\s?[\\'"]{1,3}([a-z][a-z0-9_.]{2,60})"""
+_TYPE_RE = re.compile(r"""type(?<=[\\'"]type)""" + _FIELD_VALUE)
+_CODE_RE = re.compile(r"""code(?<=[\\'"]code)""" + _FIELD_VALUE)
 
 
-def scan_envelope_fields(lowered: str) -> dict[str, str]:
+_QUOTES = ("'", '"', "\\")
+
+
+def scan_envelope_fields(lowered: str, has: Has | None = None) -> dict[str, str]:
     """``type``/``code`` string fields found by pattern when the envelope did not parse."""
+    has = has or lowered.__contains__
     found: dict[str, str] = {}
     for key, regex in (("type", _TYPE_RE), ("code", _CODE_RE)):
+        # the field name always follows a quote or a backslash
+        if not any(has(quote + key) for quote in _QUOTES):
+            continue
         for match in regex.finditer(lowered):
             if match.group(1) != "error":
                 found[key] = match.group(1)
@@ -177,6 +216,7 @@ _CONTEXT_NUMBERS: tuple[tuple[re.Pattern[str], int, int], ...] = tuple(
 _LIMIT_ONLY = re.compile(
     rf"(?:maximum context length is|context window of|context limit of) {_INT}"
 )
+_LIMIT_ONLY_GATES = ("maximum context length is", "context window of", "context limit of")
 
 _RETRY_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"try again in (?:(\d{1,5})h)?(?:(\d{1,5})m(?!s))?(\d{1,7}(?:\.\d{1,12})?)(ms|s)\b"),
@@ -185,9 +225,21 @@ _RETRY_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"retry_?delay\W{1,6}(\d{1,7}(?:\.\d{1,12})?)s"),
 )
 
+
+def _gate(regex: re.Pattern[str]) -> str:
+    gate = required_literal(regex.pattern)
+    if gate is None:  # pragma: no cover - every extractor pattern has one
+        raise ValueError(f"no gate for {regex.pattern!r}")
+    return gate
+
+
+# each regex runs only when its gate (text every match contains) occurs
+_CONTEXT_GATES = tuple(_gate(regex) for regex, _, _ in _CONTEXT_NUMBERS)
+_RETRY_GATES = tuple(_gate(regex) for regex in _RETRY_PATTERNS)
+
 # (gate, regex): the regex runs only when the gate text occurs
 _MODEL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (gate, re.compile(p))
+    (gate, re.compile(literal_first(p)))
     for gate, p in (
         (
             "in organization",
@@ -219,16 +271,19 @@ _MODEL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 
 _STATUS_IN_TEXT: tuple[re.Pattern[str], ...] = tuple(
-    re.compile(p)
+    re.compile(literal_first(p))
     for p in (
         r"error code: ([1-5]\d\d)\b",
         r"\bstatus(?:[ _]?code)?\W{1,4}([45]\d\d)\b",
         r"\bhttp(?:/\d(?:\.\d)?)? ([45]\d\d)\b",
-        r"\b(?:api error|error):? \(?([45]\d\d)\b",
+        # "\b(?:api error|error)" found the same statuses: "api error" ends in "\berror"
+        r"\berror:? \(?([45]\d\d)\b",
         r"\"code\"\s?:\s?([45]\d\d)\b",
         r"^([45]\d\d) ",
-        r"\b([45]\d\d) (?:too many requests|internal server error|service unavailable|bad gateway"
-        r"|gateway time-?out|bad request|unauthorized|forbidden|not found|overloaded)",
+        # "\b([45]\d\d) ..." with the boundary checked after the digits: 4x faster
+        r"([45]\d\d)(?<=\b\d\d\d) (?:too many requests|internal server error"
+        r"|service unavailable|bad gateway|gateway time-?out|bad request|unauthorized|forbidden"
+        r"|not found|overloaded)",
     )
 )
 
@@ -237,30 +292,38 @@ def _number(text: str) -> int:
     return int(text.replace(",", ""))
 
 
-def context_numbers(lowered: str) -> dict[str, int]:
+def context_numbers(lowered: str, has: Has | None = None) -> dict[str, int]:
     """``requested_tokens`` and ``limit_tokens`` (the context window) when the text has them."""
-    for regex, req, lim in _CONTEXT_NUMBERS:
+    has = has or lowered.__contains__
+    for gate, (regex, req, lim) in zip(_CONTEXT_GATES, _CONTEXT_NUMBERS, strict=True):
+        if not has(gate):
+            continue
         match = regex.search(lowered)
         if match:
             return {
                 "requested_tokens": _number(match.group(req)),
                 "limit_tokens": _number(match.group(lim)),
             }
+    if not any(has(gate) for gate in _LIMIT_ONLY_GATES):
+        return {}
     match = _LIMIT_ONLY.search(lowered)
     if match:
         return {"limit_tokens": _number(match.group(1))}
     return {}
 
 
-def retry_after_seconds(lowered: str) -> float | None:
+def retry_after_seconds(lowered: str, has: Has | None = None) -> float | None:
     """Seconds the provider asked us to wait, from its wording ("try again in 6.78s")."""
-    match = _RETRY_PATTERNS[0].search(lowered)
+    has = has or lowered.__contains__
+    match = _RETRY_PATTERNS[0].search(lowered) if has(_RETRY_GATES[0]) else None
     if match:
         hours, minutes, value, unit = match.groups()
         seconds = float(value) / (1000.0 if unit == "ms" else 1.0)
         seconds += int(minutes or 0) * 60 + int(hours or 0) * 3600
         return round(seconds, 3)
-    for regex in _RETRY_PATTERNS[1:]:
+    for gate, regex in zip(_RETRY_GATES[1:], _RETRY_PATTERNS[1:], strict=True):
+        if not has(gate):
+            continue
         match = regex.search(lowered)
         if match:
             value = float(match.group(1))
@@ -273,10 +336,11 @@ def retry_after_seconds(lowered: str) -> float | None:
     return None
 
 
-def model_name(lowered: str, original: str) -> str | None:
+def model_name(lowered: str, original: str, has: Has | None = None) -> str | None:
     """The model the message is about, in its original spelling."""
+    has = has or lowered.__contains__
     for gate, regex in _MODEL_PATTERNS:
-        if gate not in lowered:
+        if not has(gate):
             continue
         match = regex.search(lowered)
         if match:
@@ -356,7 +420,7 @@ def normalize_provider(provider: str | None) -> str | None:
 
 # Order matters: routers and clouds that relay another vendor's model come first
 # (an OpenRouter or Bedrock error often names "anthropic" or "openai" too).
-_PROVIDER_NEEDLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+PROVIDER_NEEDLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("openrouter", ("openrouter",)),
     ("azure", ("azure", "openai.azure.com", "content management policy", "deploymentnotfound")),
     ("bedrock", ("bedrock", "invokemodel", "converse operation", "botocore", "amazonaws.com")),
@@ -377,9 +441,24 @@ _PROVIDER_NEEDLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+EXTRACTOR_GATES: dict[str, tuple[str, ...]] = {
+    "fields": tuple(quote + key for key in ("type", "code") for quote in _QUOTES),
+    "context": (*_CONTEXT_GATES, *_LIMIT_ONLY_GATES),
+    "retry": _RETRY_GATES,
+    "model": tuple(gate for gate, _ in _MODEL_PATTERNS),
+}
+"""Each extractor's gates: it finds nothing unless one of them occurs."""
+
+GATE_KEYS: tuple[str, ...] = ("type", "code", *(g for v in EXTRACTOR_GATES.values() for g in v))
+"""Every gate the extractors pass to ``has``, for the engine to index."""
+
+STATUS_TOKENS = frozenset(str(n) for n in range(400, 600))
+"""On ASCII text, :func:`status_in_text` finds nothing unless one of these is a whole token."""
+
+
 def detect_provider(lowered: str) -> str | None:
     """The provider the text names or whose wording it uses, or None."""
-    for provider, needles in _PROVIDER_NEEDLES:
+    for provider, needles in PROVIDER_NEEDLES:
         for needle in needles:
             if needle in lowered:
                 return provider
