@@ -18,8 +18,8 @@ then registered translators (the LLM SDK adapter is one), then ``INTERNAL``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -330,7 +330,10 @@ class ExceptionMapper:
 mapper = ExceptionMapper()
 """The process-wide exception mapper used by every middleware and interceptor."""
 mapper.register(TimeoutError, "TIMEOUT")
-mapper.register(asyncio.TimeoutError, "TIMEOUT")
+if sys.version_info < (3, 11):  # since 3.11 asyncio.TimeoutError is TimeoutError itself
+    import asyncio
+
+    mapper.register(asyncio.TimeoutError, "TIMEOUT")
 mapper.register(ConnectionError, "UPSTREAM_UNAVAILABLE")
 mapper.register(NotImplementedError, "NOT_IMPLEMENTED")
 

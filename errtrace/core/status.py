@@ -7,7 +7,6 @@ document. The core names gRPC statuses by string so that it never imports grpc.
 
 from __future__ import annotations
 
-import email.utils
 import time
 
 GRPC_CODES: dict[str, int] = {
@@ -106,6 +105,8 @@ def parse_retry_after(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(int(value[:10]))
+    import email.utils  # only an HTTP-date needs it; kept out of `import errtrace`
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
