@@ -6,7 +6,12 @@ import inspect
 from typing import Any, TypeVar, cast
 
 from errtrace.core.config import Config
-from errtrace.core.runtime import Runtime, default_runtime, set_default_runtime
+from errtrace.core.runtime import (
+    Runtime,
+    default_runtime,
+    resolve_runtime,
+    set_default_runtime,
+)
 
 A = TypeVar("A")
 
@@ -19,11 +24,9 @@ def _is_instance_of(app: object, module: str, name: str) -> bool:
 
 
 def _runtime(config: Config | None, options: dict[str, Any]) -> Runtime:
-    if config is not None and options:
-        raise TypeError("pass either config= or keyword options, not both")
     if config is None and not options:
         return default_runtime()
-    runtime = Runtime(config if config is not None else Config.load(**options))
+    runtime = resolve_runtime(None, config, options)
     # The first configured app also configures errtrace.report()/outgoing_headers()
     # outside its requests, unless something configured them already.
     from errtrace.core import runtime as runtime_module

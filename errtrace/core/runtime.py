@@ -306,6 +306,25 @@ def set_default_runtime(runtime: Runtime | None) -> None:
     _default = runtime
 
 
+def resolve_runtime(
+    runtime: Runtime | None = None, config: Config | None = None, options: Mapping[str, Any] = {}
+) -> Runtime:
+    """The runtime an adapter was asked for: ``runtime=``, ``config=`` or Config options.
+
+    With none of them, the process-wide runtime. Giving more than one is a TypeError,
+    so that a setting never silently loses to another.
+    """
+    if runtime is not None:
+        if config is not None or options:
+            raise TypeError("pass either runtime=, config= or keyword options, not several")
+        return runtime
+    if config is not None and options:
+        raise TypeError("pass either config= or keyword options, not both")
+    if config is None and not options:
+        return default_runtime()
+    return Runtime(config if config is not None else Config.load(**options))
+
+
 def runtime_for(ctx: ErrorContext | None) -> Runtime:
     """The runtime that owns ``ctx`` (the app's), else the process-wide one."""
     if ctx is not None and ctx.runtime is not None:

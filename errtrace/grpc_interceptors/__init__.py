@@ -30,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from errtrace.core.config import Config
-from errtrace.core.runtime import Runtime, default_runtime
+from errtrace.core.runtime import Runtime, resolve_runtime
 from errtrace.grpc_interceptors._aio_client import AIO_KINDS, AioClientInterceptor
 from errtrace.grpc_interceptors._aio_server import AioServerInterceptor
 from errtrace.grpc_interceptors._client import ClientInterceptor
@@ -54,18 +54,6 @@ __all__ = [
 ]
 
 
-def _runtime(runtime: Runtime | None, config: Config | None, options: dict[str, Any]) -> Runtime:
-    if runtime is not None:
-        if config is not None or options:
-            raise TypeError("pass either runtime=, config= or keyword options, not several")
-        return runtime
-    if config is not None and options:
-        raise TypeError("pass either config= or keyword options, not both")
-    if config is None and not options:
-        return default_runtime()
-    return Runtime(config if config is not None else Config.load(**options))
-
-
 def _client_runtime(
     runtime: Runtime | None, config: Config | None, options: dict[str, Any]
 ) -> Runtime | None:
@@ -73,21 +61,21 @@ def _client_runtime(
     # (the app's), like errtrace.outgoing_headers().
     if runtime is None and config is None and not options:
         return None
-    return _runtime(runtime, config, options)
+    return resolve_runtime(runtime, config, options)
 
 
 def server_interceptors(
     *, runtime: Runtime | None = None, config: Config | None = None, **options: Any
 ) -> list[Any]:
     """Interceptors for ``grpc.server(..., interceptors=...)``."""
-    return [ServerInterceptor(_runtime(runtime, config, options))]
+    return [ServerInterceptor(resolve_runtime(runtime, config, options))]
 
 
 def aio_server_interceptors(
     *, runtime: Runtime | None = None, config: Config | None = None, **options: Any
 ) -> list[Any]:
     """Interceptors for ``grpc.aio.server(interceptors=...)``."""
-    return [AioServerInterceptor(_runtime(runtime, config, options))]
+    return [AioServerInterceptor(resolve_runtime(runtime, config, options))]
 
 
 def client_interceptors(

@@ -18,7 +18,7 @@ import grpc
 import grpc.aio
 
 from errtrace.core.context import ErrorContext, bind, reset
-from errtrace.grpc_interceptors._server import Behavior, ServerBase, rebuild
+from errtrace.grpc_interceptors._server import Behavior, ServerBase
 
 _DONE: Any = object()
 
@@ -35,18 +35,7 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
     ) -> Any:
         """Wrap the handler of this call (``None``, for an unknown method, stays None)."""
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method: str = handler_call_details.method
-        wrapped = self._cache.get(method, handler)
-        if wrapped is None:
-            wrapped = rebuild(
-                handler,
-                lambda b: self._unary_response(b, method),
-                lambda b: self._stream_response(b, method),
-            )
-            self._cache.put(method, handler, wrapped)
-        return wrapped
+        return self._wrapped(handler, handler_call_details.method)
 
     async def _answer(
         self, exc: Exception, ctx: ErrorContext, context: Any, method: str, started: bool

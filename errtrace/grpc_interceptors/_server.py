@@ -81,6 +81,26 @@ class ServerBase:
         self._trace_key = runtime.config.trace_id_header.lower()
         self._inbound = frozenset(runtime.config.propagation.inbound_names)
 
+    def _wrapped(self, handler: Any, method: str) -> Any:
+        """``handler`` rebuilt with errtrace around its behavior (cached; None stays None)."""
+        if handler is None:
+            return None
+        wrapped = self._cache.get(method, handler)
+        if wrapped is None:
+            wrapped = rebuild(
+                handler,
+                lambda b: self._unary_response(b, method),
+                lambda b: self._stream_response(b, method),
+            )
+            self._cache.put(method, handler, wrapped)
+        return wrapped
+
+    def _unary_response(self, behavior: Behavior, method: str) -> Behavior:
+        raise NotImplementedError
+
+    def _stream_response(self, behavior: Behavior, method: str) -> Behavior:
+        raise NotImplementedError
+
     def _start(self, context: Any) -> ErrorContext:
         # One pass over the metadata for the few keys that carry the context (text
         # values only: "-bin" keys hold bytes).
@@ -158,19 +178,7 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
         self, continuation: Callable[[Any], Any], handler_call_details: Any
     ) -> Any:
         """Wrap the handler of this call (``None``, for an unknown method, stays None)."""
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method: str = handler_call_details.method
-        wrapped = self._cache.get(method, handler)
-        if wrapped is None:
-            wrapped = rebuild(
-                handler,
-                lambda b: self._unary_response(b, method),
-                lambda b: self._stream_response(b, method),
-            )
-            self._cache.put(method, handler, wrapped)
-        return wrapped
+        return self._wrapped(continuation(handler_call_details), handler_call_details.method)
 
     def _unary_response(self, behavior: Behavior, method: str) -> Behavior:
         start = self._start

@@ -18,7 +18,7 @@ from errtrace.core.context import ErrorContext, bind, reset
 from errtrace.core.encoding import sse_error_event
 from errtrace.core.policy import NO_RESULT
 from errtrace.core.propagation import collected_getter
-from errtrace.core.runtime import Failure, Runtime, default_runtime, plain_fallback_response
+from errtrace.core.runtime import Failure, Runtime, plain_fallback_response, resolve_runtime
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -57,13 +57,7 @@ class ErrtraceMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        if runtime is None:
-            runtime = (
-                Runtime(config if config is not None else Config.load(**options))
-                if config is not None or options
-                else default_runtime()
-            )
-        self.runtime = runtime
+        self.runtime = runtime = resolve_runtime(runtime, config, options)
         self._trace_header = runtime.config.trace_id_header.lower().encode("latin-1")
         self._inbound = {
             name.encode("latin-1"): name for name in runtime.config.propagation.inbound_names

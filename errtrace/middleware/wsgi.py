@@ -25,7 +25,7 @@ from errtrace.core.context import ErrorContext, bind, reset
 from errtrace.core.encoding import sse_error_event
 from errtrace.core.policy import NO_RESULT
 from errtrace.core.propagation import TRACEPARENT
-from errtrace.core.runtime import Failure, Runtime, default_runtime, plain_fallback_response
+from errtrace.core.runtime import Failure, Runtime, plain_fallback_response, resolve_runtime
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -79,13 +79,7 @@ class ErrtraceWSGIMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        if runtime is None:
-            runtime = (
-                Runtime(config if config is not None else Config.load(**options))
-                if config is not None or options
-                else default_runtime()
-            )
-        self.runtime = runtime
+        self.runtime = runtime = resolve_runtime(runtime, config, options)
         self._trace_name = runtime.config.trace_id_header
         self._trace_lower = self._trace_name.lower()
 
