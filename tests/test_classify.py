@@ -619,3 +619,31 @@ def test_literal_eval_is_skipped_only_when_it_must_fail() -> None:
             except Exception:
                 continue
         assert _may_be_literal(candidate), candidate
+
+
+def test_python_repr_fast_path_agrees_with_literal_eval() -> None:
+    """The json-based reading of SDK reprs gives what ast.literal_eval gives, or nothing."""
+    import ast
+    import random
+
+    from errtrace.core.rewrite import _extract
+
+    rng = random.Random(20261122)
+    values: list[Any] = [
+        None, True, False, 1, -2.5, "x", "it's", 'say "hi"', "None inside", [1, "a"],
+        {"k": None}, "", "tab\there",
+    ]
+    agreed = 0
+    for _ in range(5000):
+        keys = rng.sample(["error", "type", "code", "message", "param"], rng.randint(0, 4))
+        doc = {key: rng.choice(values) for key in keys}
+        if rng.random() < 0.5:
+            doc = {"error": doc}
+        text = repr(doc)
+        fast = _extract._load_py_repr(text)
+        if fast is not None:
+            assert fast == ast.literal_eval(text), text
+            agreed += 1
+    assert agreed > 3000  # the fast path really serves the common envelopes
+    assert _extract._load_py_repr("{'a': (1, 2)}") is None  # a tuple: left to literal_eval
+    assert _extract._load_py_repr("{'a': 'esc\\\\n'}") is None  # escapes: left too

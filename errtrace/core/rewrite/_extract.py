@@ -84,12 +84,43 @@ def _may_be_literal(candidate: str) -> bool:
     return not _NOT_IN_LITERAL.search(_PY_KEYWORDS.sub(" ", outside))
 
 
+# A Python repr's tokens that differ from JSON: quoted strings and the three keywords.
+_PY_TOKEN = re.compile(r"""'[^'\n]*'|"[^"\n]*"|\b(?:None|True|False)\b""")
+_PY_KEYWORDS_JSON = {"None": "null", "True": "true", "False": "false"}
+
+
+def _py_token_as_json(match: re.Match[str]) -> str:
+    token = match.group(0)
+    if token[0] in "'\"":
+        return json.dumps(token[1:-1])
+    return _PY_KEYWORDS_JSON[token]
+
+
+def _load_py_repr(candidate: str) -> Any:
+    """An SDK's Python repr (``{'error': {'type': ..., 'param': None}}``) via ``json``.
+
+    Without backslashes a quoted Python string is its own content, so rewriting the
+    strings and ``None``/``True``/``False`` gives JSON for the common envelope at a
+    fraction of ``ast.literal_eval``'s cost. Anything else (escapes, tuples, numbers
+    JSON lacks) does not parse here and is left to ``literal_eval``.
+    """
+    if "\\" in candidate:
+        return None
+    try:
+        return json.loads(_PY_TOKEN.sub(_py_token_as_json, candidate))
+    except (ValueError, RecursionError):
+        return None
+
+
 def _load(candidate: str) -> Any:
     try:
         return json.loads(candidate)
     except (ValueError, RecursionError):
         pass
     if len(candidate) <= LITERAL_EVAL_LIMIT and _may_be_literal(candidate):
+        found = _load_py_repr(candidate)
+        if found is not None:
+            return found
         try:
             return ast.literal_eval(candidate)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
