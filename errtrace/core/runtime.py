@@ -332,14 +332,15 @@ def runtime_for(ctx: ErrorContext | None) -> Runtime:
     return default_runtime()
 
 
-def inject_current(carrier: C, setter: Setter[C]) -> str:
+def inject_current(carrier: C, setter: Setter[C], runtime: Runtime | None = None) -> str:
     """Write the current context into an outgoing call's carrier; returns the call's span id.
 
     Outside a request (no current context) the call starts a new trace of its own.
-    Every client adapter (httpx, gRPC) and ``errtrace.outgoing_headers()`` use this.
+    Settings come from ``runtime`` if given, else from the runtime of the current
+    request. Every client adapter (httpx, gRPC) and ``errtrace.outgoing_headers()`` use it.
     """
     ctx = current()
-    settings = runtime_for(ctx).config.propagation
+    settings = (runtime or runtime_for(ctx)).config.propagation
     if ctx is None:
         ctx = new_root_context(settings)
     return inject(ctx, carrier, setter, settings)

@@ -19,8 +19,7 @@ import grpc
 
 from errtrace.core.context import current
 from errtrace.core.errors import AppError
-from errtrace.core.propagation import inject, new_root_context
-from errtrace.core.runtime import Runtime, runtime_for
+from errtrace.core.runtime import Runtime, inject_current, runtime_for
 from errtrace.grpc_interceptors._metadata import merged, metadata_setter
 from errtrace.grpc_interceptors._status import error_from_call
 
@@ -46,13 +45,8 @@ class ClientBase:
 
     def _outgoing(self, metadata: Any) -> list[tuple[str, Any]]:
         """The caller's metadata plus the context of a call made now."""
-        ctx = current()
-        runtime = self._runtime or runtime_for(ctx)
-        settings = runtime.config.propagation
-        if ctx is None:
-            ctx = new_root_context(settings)
         added: list[tuple[str, Any]] = []
-        inject(ctx, added, metadata_setter, settings)
+        inject_current(added, metadata_setter, self._runtime)
         return merged(metadata, added)
 
     def _translate(self, exc: BaseException) -> BaseException:
