@@ -2,17 +2,18 @@
 
 ::
 
+    errtrace codes [--json] [--file CODES_YAML] [--level N]
     errtrace rules check FILE
     errtrace classify [--json] [--status N] [--provider P] [--rules FILE] [TEXT]
 
-Each subcommand is one ``_cmd_*`` function registered in :func:`build_parser`, so a
-new one (``errtrace codes``) is a parser entry plus a function.
+Each subcommand is one ``_cmd_*`` function registered in :func:`build_parser`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -29,6 +30,35 @@ def _cmd_rules_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"error: {exc}", file=err)
         return 1
     print(f"ok: {count} rule{'s' if count != 1 else ''}", file=out)
+    return 0
+
+
+def _cmd_codes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from errtrace.core.codes import BUILTIN_CODES, CodeRegistry
+
+    registry = CodeRegistry(list(BUILTIN_CODES))
+    if args.file:
+        try:
+            registry.load_yaml(args.file)
+        except ValueError as exc:  # CodeDefinitionError, ConfigFileError
+            print(f"error: {exc}", file=err)
+            return 1
+    codes = [c for c in registry if args.level is None or int(c.level) == args.level]
+    for code in codes:
+        if args.json:
+            print(json.dumps({
+                "id": code.id, "level": int(code.level), "http_status": code.http_status,
+                "grpc_status": code.grpc_status, "retryable": code.retryable,
+                "kind": code.kind, "fallback": code.fallback, "hint": code.hint,
+            }), file=out)
+        else:
+            http = code.http_status or "-"
+            retry = "retry" if code.retryable else ""
+            print(
+                f"{code.id:<32} {int(code.level)} {http!s:>3} {code.grpc_status or '-':<19} "
+                f"{retry:<5} {code.hint}",
+                file=out,
+            )
     return 0
 
 
@@ -86,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    codes = commands.add_parser("codes", help="list the error codes (built-in and a YAML file)")
+    codes.add_argument("--json", action="store_true", help="one JSON object per line")
+    codes.add_argument("--file", metavar="CODES_YAML", help="also load (and check) this file")
+    codes.add_argument("--level", type=int, choices=range(7), metavar="N", help="only level N")
+    codes.set_defaults(handler=_cmd_codes)
+
     rules = commands.add_parser("rules", help="work with classifier rule files")
     rules_commands = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
     check = rules_commands.add_parser("check", help="validate a YAML rule file")
@@ -113,7 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
-    return handler(args, sys.stdout, sys.stderr)
+    try:
+        return handler(args, sys.stdout, sys.stderr)
+    except BrokenPipeError:
+        # The reader went away (``errtrace codes | head``): stop quietly, and keep the
+        # interpreter from complaining when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -95,3 +95,24 @@ def test_python_dash_m_errtrace() -> None:
     assert proc.returncode == 0, proc.stderr
     row = json.loads(proc.stdout)
     assert (row["code"], row["provider"]) == ("LLM_OVERLOADED", "anthropic")
+
+
+def test_codes_lists_the_catalog_and_a_users_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["codes", "--level", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.split()[0] == "AI_PROCESS_UNSAFE" and len(out.strip().splitlines()) == 1
+    path = tmp_path / "codes.yaml"
+    path.write_text("codes:\n  - id: PAYMENT_DECLINED\n    level: 3\n    http_status: 402\n")
+    assert main(["codes", "--json", "--file", str(path)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 46
+    assert rows[-1] == {
+        "id": "PAYMENT_DECLINED", "level": 3, "http_status": 402,
+        "grpc_status": "FAILED_PRECONDITION", "retryable": False, "kind": "business",
+        "fallback": None, "hint": "",
+    }
+    path.write_text("codes:\n  - id: bad id\n    level: 3\n")
+    assert main(["codes", "--file", str(path)]) == 1
+    assert "codes[0].id" in capsys.readouterr().err
