@@ -183,7 +183,9 @@ def test_remote_error_becomes_app_error(client_mode: str, server_b: str, kind: s
         values, err = client.call(kind, "app:LLM_RATE_LIMITED", [("x-biz-code", "t1")])
     assert isinstance(err, errtrace.TransientError)
     assert err.code == "LLM_RATE_LIMITED" and int(err.level) == 2
-    assert err.message == "safe message"
+    # The remote's text stays with this service: on err.remote, not in what it sends on.
+    assert err.remote is not None and err.remote.message == "safe message"
+    assert err.message is None
     assert err.retry_after == 1.0
     assert isinstance(err.__cause__, grpc.RpcError)
     [event] = events

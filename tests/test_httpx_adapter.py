@@ -356,7 +356,11 @@ def assert_chain(err: errtrace.AppError, down_event_id: str) -> None:
     assert isinstance(err, errtrace.TransientError)
     assert err.code == "LLM_RATE_LIMITED"
     assert err.level == errtrace.Level.SEVERE
-    assert err.message == "slow down"
+    # Each hop keeps the text of the hop below for itself (err.remote.message) and sends
+    # on only its code's hint: the bottom's own words do not travel two hops.
+    assert err.message is None
+    assert err.remote is not None
+    assert err.remote.message == errtrace.registry.get("LLM_RATE_LIMITED").hint
     assert err.retry_after == 3.0
     assert err.details["upstream_status"] == 429
     status_error = err.__cause__

@@ -299,3 +299,23 @@ def test_settings_are_used_for_biz_header() -> None:
     settings = replace(DEFAULT_SETTINGS, biz_header="x-tenant", biz_pattern=re.compile(r"t\d+"))
     assert extract({"x-tenant": "t7"}, dict_getter, settings).biz_code == "t7"
     assert extract({"x-tenant": "tenant-7"}, dict_getter, settings).biz_code is None
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "tenant=acme;\u00e9t\u00e9",  # non-ASCII property (latin-1 bytes on the wire)
+        "k=v;prop\r\nx",  # controls in a property
+        "k=v\r\n",  # ... and in a value
+        "k=v;bad key=1",
+        "k=v;p=has space",
+        "k=caf\u00e9",
+    ],
+)
+def test_baggage_members_with_invalid_values_or_properties_are_dropped(header: str) -> None:
+    ctx = extract({"baggage": header + ",good=1;ttl=60"}, dict_getter)
+    assert ctx.baggage == [("good", "1", "ttl=60")]
+    out: dict[str, str] = {}
+    inject(ctx, out, dict_setter)
+    assert out["baggage"] == "good=1;ttl=60"
+    assert out["baggage"].isascii() and "\r" not in out["baggage"]

@@ -235,9 +235,10 @@ def _status_error(
 ) -> httpx.HTTPStatusError:
     # A closed copy holding what was read, so `exc.__cause__.response.content` works.
     # The body is already decoded: drop the headers that describe the encoded one.
+    # Raw bytes: header values need not be ASCII, and re-encoding text would fail.
     headers = [
-        (k, v) for k, v in response.headers.multi_items()
-        if k not in ("content-encoding", "content-length", "transfer-encoding")
+        (k, v) for k, v in response.headers.raw
+        if k.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")
     ]
     copy = httpx.Response(
         response.status_code, headers=headers, content=body, request=request,

@@ -17,7 +17,7 @@ from typing import Any
 from errtrace.core.levels import Level
 from errtrace.core.status import GRPC_CODES, http_to_grpc
 
-CODE_ID_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,62}$")
+CODE_ID_RE = re.compile(r"[A-Z][A-Z0-9_]{0,62}\Z")  # \Z: "$" would accept a final newline
 DEFAULT_DOMAIN = "errtrace.dev"
 
 

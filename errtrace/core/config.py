@@ -19,7 +19,7 @@ from typing import Any
 from errtrace.core.propagation import PropagationSettings
 
 ENV_PREFIX = "ERRTRACE_"
-_HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+_HEADER_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}\Z")  # \Z: no final newline
 
 
 class ConfigError(ValueError):
@@ -201,4 +201,4 @@ def _parse_env(key: str, raw: str, type_name: str) -> Any:
             return int(text)
         except ValueError:
             raise ConfigError(f"{key}: {raw!r} is not an integer") from None
-    return raw
+    return text

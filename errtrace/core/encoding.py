@@ -22,8 +22,9 @@ from typing import Any
 from errtrace.core.codes import CODE_ID_RE
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext
-from errtrace.core.errors import AppError, RemoteError
+from errtrace.core.errors import MAX_RETRY_AFTER, AppError, RemoteError
 from errtrace.core.status import parse_retry_after as parse_retry_after  # re-exported
+from errtrace.core.status import small_int
 
 PROBLEM_JSON = "application/problem+json"
 MAX_CHAIN = 16
@@ -32,7 +33,9 @@ _UNHANDLED_DETAIL = "An unexpected error occurred. Quote the event id when repor
 
 def client_details(err: AppError) -> dict[str, Any]:
     """The details a client may see: keys starting with ``_`` are private."""
-    return {k: v for k, v in err.details.items() if not k.startswith("_")}
+    return {
+        k: v for k, v in err.details.items() if not (isinstance(k, str) and k.startswith("_"))
+    }
 
 
 def caused_by(err: AppError) -> list[dict[str, Any]]:
@@ -48,9 +51,14 @@ def detail_text(err: AppError, debug: bool) -> str:
     """The human-readable detail: the raiser's message, never an exception's text."""
     if err.message:
         return err.message
+    if debug and err.remote is not None and err.remote.message:
+        return err.remote.message
     cause = err.cause
     if debug and cause is not None:
-        return f"{type(cause).__name__}: {cause}"
+        try:
+            return f"{type(cause).__name__}: {cause}"
+        except Exception:
+            return type(cause).__name__
     if err.code == "INTERNAL":
         return _UNHANDLED_DETAIL
     return err.error_code.hint or err.error_code.title
@@ -220,6 +228,7 @@ def from_neutral(
         return None
     level = data.get("level")
     status = data.get("status", data.get("http_status", http_status))
+    message = data.get("detail", data.get("message"))
     remote = RemoteError(
         code=code,
         event_id=_str_or_none(data.get("event_id")),
@@ -230,22 +239,28 @@ def from_neutral(
         http_status=status if isinstance(status, int) and not isinstance(status, bool) else None,
         grpc_status=_str_or_none(data.get("grpc_status")) or grpc_status,
         upstream=_chain(data.get("caused_by")),
+        # Another service's text is not ours to show: kept on the error for this
+        # service's code, sent on to clients only in debug.
+        message=message[:2048] if isinstance(message, str) and message else None,
     )
-    message = data.get("detail", data.get("message"))
     details: dict[str, Any] = {}
     retry_after = data.get("retry_after")
-    if isinstance(retry_after, (int, float)) and not isinstance(retry_after, bool):
-        details["retry_after"] = float(retry_after)
+    if (
+        isinstance(retry_after, (int, float))
+        and not isinstance(retry_after, bool)
+        and math.isfinite(retry_after)
+        and retry_after >= 0
+    ):
+        details["retry_after"] = min(float(retry_after), MAX_RETRY_AFTER)
     errors = data.get("errors")
     if isinstance(errors, list):
         details["errors"] = errors[:100]
-    return AppError(
-        code,
-        message[:2048] if isinstance(message, str) else None,
-        details=details,
-        remote=remote,
-        status=remote.http_status,
-    )
+    return AppError(code, None, details=details, remote=remote, status=remote.http_status)
+
+
+def _no_constant(name: str) -> Any:
+    # NaN / Infinity are not JSON; a remote body that uses them is not decoded.
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def from_http_response(
@@ -261,8 +276,8 @@ def from_http_response(
         ctype = headers.get("content-type", "")
         if "json" in ctype or body[:1] == b"{":
             try:
-                data = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
+                data = json.loads(body, parse_constant=_no_constant)
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 data = None
     if isinstance(data, Mapping):
         inner = data.get("error") if "code" not in data else None
@@ -278,7 +293,7 @@ def from_http_response(
         return from_neutral(
             {
                 "code": code.strip(),
-                "level": int(level) if level and level.strip().isdigit() else None,
+                "level": small_int(level),
                 "status": status,
                 "event_id": headers.get("x-error-event-id"),
             },

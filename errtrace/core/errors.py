@@ -19,6 +19,7 @@ then registered translators (the LLM SDK adapter is one), then ``INTERNAL``.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -30,6 +31,9 @@ from errtrace.core.levels import Level
 from errtrace.core.status import grpc_to_http, http_to_grpc, parse_retry_after
 
 log = logging.getLogger("errtrace")
+
+MAX_RETRY_AFTER = 86400.0
+"""Longest retry delay errtrace passes on (a day); a larger or remote value is capped."""
 
 Translator = Callable[[BaseException], "AppError | None"]
 
@@ -47,6 +51,9 @@ class RemoteError:
     http_status: int | None = None
     grpc_status: str | None = None
     upstream: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    message: str | None = field(default=None, compare=False)
+    """The remote's own text: for this service's code and logs, never sent on to its
+    clients (it may carry the remote's exception) unless debug is on."""
 
     def link(self) -> dict[str, Any]:
         """The compact form kept in this hop's ``caused_by`` chain."""
@@ -192,8 +199,14 @@ class AppError(Exception):
     def retry_after(self) -> float | None:
         """Seconds to wait before retrying, when known (``details["retry_after"]``)."""
         value = self.details.get("retry_after")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            return float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                seconds = float(value)
+            except OverflowError:  # a finite int beyond any float: capped like any huge one
+                return MAX_RETRY_AFTER if value > 0 else None
+            # A huge finite delay is capped; inf or NaN means nothing and is ignored.
+            if math.isfinite(seconds) and seconds >= 0:
+                return min(seconds, MAX_RETRY_AFTER)
         return None
 
     def __repr__(self) -> str:

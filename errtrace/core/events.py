@@ -8,11 +8,16 @@ ones (``Config.event_buffer_size``) for lookup by event id and for
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from errtrace.core.stats import stats
+
+log = logging.getLogger("errtrace")
 
 
 @dataclass(slots=True)
@@ -69,7 +74,17 @@ class EventBuffer:
             self._ring.append(event)
             listeners = list(self._listeners)
         for listener in listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not fail the request it records
+                stats.incr("hook_failures")
+                log.exception("errtrace: event listener %r raised; ignored", listener)
+
+    def ensure_capacity(self, size: int) -> None:
+        """Keep at least ``size`` events (the ring is shared: it only grows)."""
+        with self._lock:
+            if self._ring.maxlen is not None and size > self._ring.maxlen:
+                self._ring = deque(self._ring, maxlen=size)
 
     def find(self, event_id: str) -> ErrorEvent | None:
         """The event with that id, if still in the ring."""

@@ -216,6 +216,7 @@ BAGGAGE_MAX_BYTES = 8192
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # baggage-octet: printable US-ASCII except space, DQUOTE, comma, semicolon, backslash.
 _BAGGAGE_SAFE = "!#$&'()*+-./:<=>?@[]^_`{|}~"
+_BAGGAGE_OCTETS = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
 
 
 def parse_baggage(
@@ -248,6 +249,18 @@ def parse_baggage(
     return out
 
 
+def _valid_properties(props: str) -> bool:
+    # property = key OWS [ "=" OWS value ], ";"-separated; forwarded as received, so it
+    # must hold only what the grammar allows (no controls, no non-ASCII).
+    for prop in props.split(";"):
+        key, eq, value = prop.partition("=")
+        if not _TOKEN_RE.fullmatch(key.strip(_OWS)):
+            return False
+        if eq and not _BAGGAGE_OCTETS.fullmatch(value.strip(_OWS)):
+            return False
+    return True
+
+
 def _parse_baggage_member(member: str) -> tuple[str, str, str] | None:
     head, _, props = member.partition(";")
     key, eq, value = head.partition("=")
@@ -255,13 +268,16 @@ def _parse_baggage_member(member: str) -> tuple[str, str, str] | None:
     if not eq or not _TOKEN_RE.fullmatch(key):
         return None
     value = value.strip(_OWS)
-    if any(c in value for c in ' ",;\\') or not value.isascii():
+    if not _BAGGAGE_OCTETS.fullmatch(value):
+        return None
+    props = props.strip(_OWS)
+    if props and not _valid_properties(props):
         return None
     try:
         decoded = unquote(value, errors="strict")
     except UnicodeDecodeError:
         return None
-    return key, decoded, props.strip(_OWS)
+    return key, decoded, props
 
 
 def format_baggage(members: Sequence[tuple[str, str, str]]) -> str:

@@ -90,6 +90,7 @@ class Runtime:
         self.config = config if config is not None else Config.load()
         self.policy = policy_ if policy_ is not None else policy
         self.events = events_ if events_ is not None else events
+        self.events.ensure_capacity(self.config.event_buffer_size)
         self.span_source = _otel_source(self.config)
         self.exit_handler: Callable[[], None] = _terminate_self
 
@@ -177,7 +178,7 @@ class Runtime:
             caused_by=caused_by(err),
             outgoing_spans=list(ctx.outgoing_spans) if ctx else [],
             response_started=response_started,
-            private_exception=f"{type(cause).__name__}: {cause}"[:4096] if cause else None,
+            private_exception=_describe(cause) if cause is not None else None,
             private_provider_text=_text(err.details.get("_provider_text")),
         )
         actions = self.policy.actions_for(err.error_code)
@@ -278,6 +279,14 @@ def _qualname(exc: BaseException) -> str:
     klass = type(exc)
     module = klass.__module__
     return klass.__qualname__ if module == "builtins" else f"{module}.{klass.__qualname__}"
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose __str__ fails must not fail the recording
+        text = "<unprintable>"
+    return f"{type(exc).__name__}: {text}"[:4096]
 
 
 def _text(value: Any) -> str | None:

@@ -93,6 +93,19 @@ def grpc_to_http(name: str) -> int:
     return GRPC_TO_HTTP.get(name, 500)
 
 
+def small_int(value: object, digits: int = 2) -> int | None:
+    """A non-negative int of at most ``digits`` ASCII digits, else None.
+
+    Remote values are untrusted: ``str.isdigit`` accepts "²" or Arabic-Indic digits
+    that ``int()`` then rejects or reads, so only ASCII 0-9 pass.
+    """
+    if isinstance(value, str):
+        value = value.strip()
+        if 0 < len(value) <= digits and value.isascii() and value.isdecimal():
+            return int(value)
+    return None
+
+
 def is_grpc_status(name: object) -> bool:
     """True when ``name`` is one of the 17 canonical gRPC status names."""
     return isinstance(name, str) and name in GRPC_CODES
@@ -103,7 +116,7 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdecimal():
         return float(int(value[:10]))
     import email.utils  # only an HTTP-date needs it; kept out of `import errtrace`
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from errtrace.core.encoding import MAX_CHAIN
+from errtrace.core.status import small_int
 
 MAX_VALUE_CHARS = 128
 """Longest scalar value kept when decoding (ids, service names)."""
@@ -82,9 +83,9 @@ def from_string_map(
         out["code"] = code
     if message:
         out["message"] = message
-    level = metadata.get("level")
-    if isinstance(level, str) and level.isdigit() and len(level) <= 2:
-        out["level"] = int(level)
+    level = small_int(metadata.get("level"))
+    if level is not None:
+        out["level"] = level
     for key, name in _SCALARS:
         value = metadata.get(name)
         if isinstance(value, str) and value and len(value) <= MAX_VALUE_CHARS:

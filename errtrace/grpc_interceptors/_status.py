@@ -25,7 +25,7 @@ from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext
 from errtrace.core.encoding import from_neutral, neutral
 from errtrace.core.errors import AppError
-from errtrace.core.status import GRPC_NAMES
+from errtrace.core.status import GRPC_NAMES, small_int
 from errtrace.core.stringmap import from_string_map, to_string_map
 from errtrace.grpc_interceptors._metadata import replaced
 
@@ -164,7 +164,7 @@ def decode_status(
         found = from_neutral(
             {
                 "code": remote_code,
-                "level": int(level) if level.isdigit() and len(level) <= 2 else None,
+                "level": small_int(level),
                 "event_id": headers.get(wanted[2]),
             },
             grpc_status=name,
@@ -189,18 +189,23 @@ def _from_rich(value: bytes, code: grpc.StatusCode) -> AppError | None:
         return None  # inconsistent with the call's status: do not trust it
     info: Any = None
     retry: Any = None
-    for item in rich.details:
-        if item.Is(error_details_pb2.ErrorInfo.DESCRIPTOR) and info is None:
-            info = error_details_pb2.ErrorInfo()
-            item.Unpack(info)
-        elif item.Is(error_details_pb2.RetryInfo.DESCRIPTOR) and retry is None:
-            retry = error_details_pb2.RetryInfo()
-            item.Unpack(retry)
+    try:
+        for item in rich.details:
+            if item.Is(error_details_pb2.ErrorInfo.DESCRIPTOR) and info is None:
+                info = error_details_pb2.ErrorInfo()
+                item.Unpack(info)
+            elif item.Is(error_details_pb2.RetryInfo.DESCRIPTOR) and retry is None:
+                retry = error_details_pb2.RetryInfo()
+                item.Unpack(retry)
+    except Exception:  # a corrupt Any inside: ignore the rich details, keep the status
+        return None
     if info is None:
         return None
     data = from_string_map(dict(info.metadata), code=info.reason, message=rich.message)
     data["grpc_status"] = GRPC_NAMES.get(rich.code, code.name)
     if retry is not None and retry.HasField("retry_delay"):
-        data["retry_after"] = retry.retry_delay.ToTimedelta().total_seconds()
+        delay = retry.retry_delay
+        # Duration fields are plain ints here: no timedelta, which overflows on big ones.
+        data["retry_after"] = delay.seconds + delay.nanos / 1e9
     return from_neutral(data, grpc_status=code.name)
 

@@ -97,7 +97,11 @@ class ErrtraceWSGIMiddleware:
         try:
             inner = app(environ, exchange.start_response)
         except Exception as exc:
-            inner = exchange.fail(exc)
+            try:
+                inner = exchange.fail(exc)
+            except BaseException:
+                exchange.finish()  # never leave the context bound on a reused thread
+                raise
         except BaseException:
             exchange.finish()
             raise

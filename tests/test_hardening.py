@@ -1,0 +1,198 @@
+"""Regressions for hostile or broken input found in review: each test is one defect."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from fastapi import FastAPI
+from flask import Flask
+from google.rpc import status_pb2
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import errtrace
+from errtrace.adapters.httpx import AsyncErrtraceTransport
+from errtrace.core.codes import CODE_ID_RE
+from errtrace.core.config import Config, ConfigError
+from errtrace.core.encoding import error_headers, from_http_response, problem
+from errtrace.core.events import events
+from errtrace.core.runtime import Runtime
+from errtrace.grpc_interceptors._status import DETAILS_KEY, decode_status, error_status
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def upstream(body: dict[str, Any], status: int = 500) -> Starlette:
+    async def answer(request: Any) -> JSONResponse:
+        return JSONResponse(body, status_code=status)
+
+    return Starlette(routes=[Route("/x", answer)])
+
+
+def gateway(up: Starlette, **options: Any) -> FastAPI:
+    app = errtrace.instrument(FastAPI(), **options)
+
+    @app.get("/call")
+    async def call() -> None:
+        transport = AsyncErrtraceTransport(httpx.ASGITransport(app=up))
+        async with httpx.AsyncClient(transport=transport, base_url="http://up") as c:
+            await c.get("/x")
+
+    return app
+
+
+async def get(app: Any, path: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        return await c.get(path)
+
+
+SECRET_DETAIL = "KeyError: 'db_password=hunter2' at /srv/billing/app.py:42"
+
+
+async def test_a_downstream_services_text_is_not_passed_on() -> None:
+    up = upstream({"code": "INTERNAL", "detail": SECRET_DETAIL})
+    r = await get(gateway(up), "/call")
+    assert r.status_code == 500 and r.json()["code"] == "INTERNAL"
+    assert "hunter2" not in r.text
+    debug = await get(gateway(up, debug=True), "/call")
+    assert "hunter2" in debug.json()["detail"]
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+@pytest.mark.parametrize(
+    "raise_",
+    [
+        lambda: (_ for _ in ()).throw(Unprintable()),
+        lambda: (_ for _ in ()).throw(errtrace.AppError("BAD_REQUEST", details={1: "x"})),
+    ],
+)
+def test_wsgi_odd_exceptions_answer_and_leave_no_context(raise_: Any) -> None:
+    app = Flask(__name__)
+
+    @app.get("/")
+    def index() -> Any:
+        next(raise_())
+
+    client = errtrace.instrument(app).test_client()
+    r = client.get("/", headers={"x-biz-code": "tenant-1"}, buffered=True)
+    assert r.status_code in (400, 500)
+    assert r.headers["Content-Type"] == "application/problem+json"
+    assert errtrace.current() is None
+
+
+def test_a_failing_event_listener_changes_nothing() -> None:
+    def bad(event: Any) -> None:
+        raise ZeroDivisionError("listener bug")
+
+    unsubscribe = events.subscribe(bad)
+    try:
+        app = Flask(__name__)
+
+        @app.get("/")
+        def index() -> Any:
+            raise errtrace.AppError("NOT_FOUND")
+
+        r = errtrace.instrument(app).test_client().get("/", buffered=True)
+    finally:
+        unsubscribe()
+    assert r.status_code == 404 and errtrace.current() is None
+    assert errtrace.stats()["hook_failures"] == 1
+
+
+@pytest.mark.parametrize("value", [1e300, 10**400])
+def test_huge_retry_after_is_capped(value: float) -> None:
+    err = errtrace.AppError("LLM_RATE_LIMITED", details={"retry_after": value})
+    assert err.retry_after == 86400.0
+    headers = dict(error_headers(err, None, "E", Config()))
+    assert headers["Retry-After"] == "86400"
+    status = error_status(err, None, Config())  # a Duration in range: no exception
+    assert status.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_non_finite_retry_after_is_ignored() -> None:
+    assert errtrace.AppError("RATE_LIMITED", details={"retry_after": math.inf}).retry_after is None
+    body = b'{"code": "LLM_RATE_LIMITED", "retry_after": Infinity}'
+    assert from_http_response(429, {"content-type": "application/json"}, body) is None
+    err = from_http_response(429, {"content-type": "application/json"},
+                             b'{"code": "LLM_RATE_LIMITED", "retry_after": 1e400}')
+    assert err is None or err.retry_after is None or math.isfinite(err.retry_after)
+
+
+def test_codes_and_header_names_with_a_final_newline_are_rejected() -> None:
+    assert CODE_ID_RE.match("FOO\n") is None
+    json_headers = {"content-type": "application/json"}
+    assert from_http_response(500, json_headers, b'{"code": "FOO\\n"}') is None
+    with pytest.raises(ConfigError):
+        Config(trace_id_header="X-Req-Trace\n")
+    assert Config.load(env={"ERRTRACE_TRACE_ID_HEADER": "X-Req-Trace\n"}).trace_id_header == (
+        "X-Req-Trace"
+    )
+
+
+@pytest.mark.parametrize("odd", ["\u00b2", "\u0663", "1\u00b2"])
+def test_non_ascii_digits_never_crash_decoders(odd: str) -> None:
+    err = from_http_response(503, {"x-error-code": "UPSTREAM_ERROR", "x-error-level": odd}, b"")
+    assert err is not None and err.code == "UPSTREAM_ERROR"
+    from errtrace.core.status import parse_retry_after
+
+    assert parse_retry_after(odd) is None
+    decoded = decode_status(
+        grpc.StatusCode.UNAVAILABLE, "x",
+        (("x-error-code", "UPSTREAM_ERROR"), ("x-error-level", odd)), Config(),
+    )
+    assert decoded.code == "UPSTREAM_ERROR"
+
+
+def test_corrupt_rich_details_fall_back_to_the_plain_status() -> None:
+    rich = status_pb2.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message="m")
+    bad = rich.details.add()
+    bad.type_url = "type.googleapis.com/google.rpc.ErrorInfo"
+    bad.value = b"\xff\xff\xff"  # not a message
+    err = decode_status(
+        grpc.StatusCode.UNAVAILABLE, "m", ((DETAILS_KEY, rich.SerializeToString()),), Config()
+    )
+    assert err.code == "UPSTREAM_UNAVAILABLE"
+
+
+async def test_httpx_error_response_with_non_ascii_header_is_an_app_error() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 502,
+                    "headers": [(b"x-served-by", b"caf\xc3\xa9-node"),
+                                (b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"bad gateway"})
+
+    transport = AsyncErrtraceTransport(httpx.ASGITransport(app=app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://up") as c:
+        with pytest.raises(errtrace.AppError) as info:
+            await c.get("/")
+    assert info.value.code == "UPSTREAM_ERROR"
+
+
+def test_event_buffer_size_is_honoured() -> None:
+    Runtime(Config(event_buffer_size=5000))
+    for _ in range(1500):
+        errtrace.report("AI_CACHE_MISS")
+    assert len(events.recent()) == 1500
+
+
+def test_problem_document_never_has_non_json_values() -> None:
+    err = errtrace.AppError("BAD_REQUEST", details={"obj": object(), "n": math.nan})
+    body = problem(err, None, "E", Config())
+    json.dumps(body, default=str)  # serialisable with the encoder's fallback
+    assert "obj" in body["details"]
