@@ -412,35 +412,22 @@ def instrument_client(
     """
     if not (hasattr(client, "_transport") and hasattr(client, "_mounts")):
         raise TypeError("this httpx version keeps no _transport/_mounts on its clients")
+    wrapper: type[AsyncErrtraceTransport] | type[ErrtraceTransport]
     if isinstance(client, httpx.AsyncClient):
-
-        def wrap_async(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
-            if isinstance(inner, AsyncErrtraceTransport):
-                return inner
-            return AsyncErrtraceTransport(
-                inner, raise_errors=raise_errors, service=service, llm_provider=llm_provider
-            )
-
-        client._transport = wrap_async(client._transport)
-        client._mounts = {
-            pattern: wrap_async(t) if t is not None else None
-            for pattern, t in client._mounts.items()
-        }
+        wrapper = AsyncErrtraceTransport
     elif isinstance(client, httpx.Client):
-
-        def wrap(inner: httpx.BaseTransport) -> httpx.BaseTransport:
-            if isinstance(inner, ErrtraceTransport):
-                return inner
-            return ErrtraceTransport(
-                inner, raise_errors=raise_errors, service=service, llm_provider=llm_provider
-            )
-
-        client._transport = wrap(client._transport)
-        client._mounts = {
-            pattern: wrap(t) if t is not None else None for pattern, t in client._mounts.items()
-        }
+        wrapper = ErrtraceTransport
     else:
         raise TypeError(f"not an httpx client: {type(client).__name__}")
+
+    def wrap(inner: Any) -> Any:
+        if inner is None or isinstance(inner, wrapper):
+            return inner
+        return wrapper(inner, raise_errors=raise_errors, service=service, llm_provider=llm_provider)
+
+    target: Any = client  # the same two private attributes on both client classes
+    target._transport = wrap(target._transport)
+    target._mounts = {pattern: wrap(t) for pattern, t in target._mounts.items()}
     return client
 
 

@@ -140,25 +140,18 @@ def parse_traceparent(value: str) -> TraceParent | None:
     (future) version is parsed by its 55-character prefix, which must be followed by
     the end or a ``-``. Upper-case hex and all-zero ids are invalid.
     """
-    if len(value) == 55 and value[:3] == "00-":  # the common case, without stripping
-        match = _TRACEPARENT_RE.fullmatch(value)
-        if match is None:
+    if not (len(value) == 55 and value[:3] == "00-"):  # the common case skips all this
+        if len(value) > 1024:
             return None
-        trace_id, parent_id, flags = match.groups()
-        if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
+        value = value.strip(_OWS)
+        if len(value) < 55:
             return None
-        return TraceParent(trace_id, parent_id, int(flags, 16))
-    if len(value) > 1024:
-        return None
-    value = value.strip(_OWS)
-    if len(value) < 55:
-        return None
-    version = value[:2]
-    if version == "00":
-        if len(value) != 55:
+        version = value[:2]
+        if version == "00":
+            if len(value) != 55:
+                return None
+        elif version == "ff" or (len(value) > 55 and value[55] != "-"):
             return None
-    elif version == "ff" or (len(value) > 55 and value[55] != "-"):
-        return None
     match = _TRACEPARENT_RE.fullmatch(value, 0, 55)
     if match is None:
         return None

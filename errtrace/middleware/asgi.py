@@ -1,11 +1,11 @@
 """A pure ASGI middleware: the four-layer context and structured errors for any ASGI app.
 
-It wraps ``send`` (never Starlette's ``BaseHTTPMiddleware``, which breaks contextvars),
-adds ``X-Trace-ID`` on ``http.response.start``, and turns an exception escaping the app
-into a problem+json response when nothing was sent yet. After the response started it
-records the error and ends the body cleanly; a ``text/event-stream`` response first gets
-a final ``event: error`` carrying the problem document. Lifespan and websocket scopes
-pass through untouched.
+It wraps ``send`` (it does not subclass Starlette's HTTP middleware base class, which
+breaks contextvars), adds ``X-Trace-ID`` on ``http.response.start``, and turns an
+exception escaping the app into a problem+json response when nothing was sent yet. After
+the response started it records the error and ends the body cleanly; a
+``text/event-stream`` response first gets a final ``event: error`` carrying the problem
+document. Lifespan and websocket scopes pass through untouched.
 """
 
 from __future__ import annotations
