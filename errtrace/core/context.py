@@ -10,8 +10,9 @@ threads. Starlette's threadpool and ``asyncio`` tasks copy the contextvars, so
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from errtrace.core.runtime import Runtime
@@ -37,14 +38,13 @@ class ErrorContext:
     biz_code: str | None = None
     err_code: str | None = None
     event_id: str | None = None
-    baggage: list[tuple[str, str, str]] = field(default_factory=list)
+    baggage: Sequence[tuple[str, str, str]] = ()
     """Baggage members as (key, decoded value, raw properties)."""
     remote: bool = False
     """True when the trace was continued from a valid inbound ``traceparent``."""
     runtime: Runtime | None = field(default=None, repr=False)
     outgoing_spans: list[str] = field(default_factory=list, repr=False)
     """Span ids handed to outgoing calls from this hop (at most 32 kept)."""
-    attributes: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def sampled(self) -> bool:

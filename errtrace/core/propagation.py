@@ -340,7 +340,9 @@ def extract(
         flags = FLAG_RANDOM | (FLAG_SAMPLED if settings.sample_new_traces else 0)
         ctx = ErrorContext(trace_id=gen.trace_id(), span_id=gen.span_id(), trace_flags=flags)
 
-    ctx.baggage = parse_baggage(getter.get(carrier, BAGGAGE), settings.max_header_bytes)
+    raw_baggage = getter.get(carrier, BAGGAGE)
+    if raw_baggage:
+        ctx.baggage = parse_baggage(raw_baggage, settings.max_header_bytes)
     biz_values = getter.get(carrier, settings.biz_header)
     biz = None
     if biz_values:
