@@ -292,3 +292,23 @@ def test_end_to_end_against_uvicorn(uvicorn_url: str, anyio_backend: str) -> Non
     lines = stream.text.strip().split("\n\n")
     assert lines[0] == "data: one" and lines[-1].startswith("event: error")
     assert json.loads(lines[-1].split("data: ", 1)[1])["code"] == "LLM_SERVER_ERROR"
+
+
+async def test_context_inside_a_users_exception_handler() -> None:
+    class QuotaWarning(Exception):
+        pass
+
+    app = errtrace.instrument(FastAPI())
+
+    @app.exception_handler(QuotaWarning)
+    async def on_quota(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(ctx_dict(), status_code=200)
+
+    @app.get("/quota")
+    async def quota() -> None:
+        raise QuotaWarning()
+
+    async with client(app) as c:
+        r = await c.get("/quota", headers=H)
+    assert r.json()["trace_id"] == TRACE_ID and r.json()["biz_code"] == "tenant-42"
+    assert r.headers["x-trace-id"] == TRACE_ID
