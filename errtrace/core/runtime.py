@@ -66,6 +66,15 @@ class Failure:
 def _otel_source(config: Config) -> SpanSource | None:
     if config.use_otel is False:
         return None
+    if config.use_otel is None:
+        import importlib.util
+
+        # The API alone (a dependency of some LLM SDKs) never holds a valid span: without
+        # an SDK, looking one up on every request would only cost time.
+        if importlib.util.find_spec("opentelemetry") is None or (
+            importlib.util.find_spec("opentelemetry.sdk") is None
+        ):
+            return None
     try:
         from errtrace.adapters.otel import current_span_ids
     except ImportError:
