@@ -120,7 +120,7 @@ def client_mode(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def server_b() -> Iterator[str]:
-    with serve("sync", service_name="svc-b") as port:
+    with serve("sync", service_name="svc-b", grpc_trace_id_on_success=True) as port:
         yield f"127.0.0.1:{port}"
 
 

@@ -73,14 +73,26 @@ def test_context_from_metadata_is_current_in_every_kind(channel: grpc.Channel, k
         assert ctx["parent_span_id"] == "1234567890123456"
         assert ctx["span_id"] not in (None, "1234567890123456")
         assert ctx["biz_code"] == "tenant-42"
-    assert result.trailing()["x-trace-id"] == TRACE_ID
+    # By default a successful call carries no extra trailer (each one costs time).
+    assert "x-trace-id" not in result.trailing()
 
 
-def test_no_traceparent_starts_a_trace_and_returns_its_id(channel: grpc.Channel) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_trace_id_on_success_when_configured(mode: str, kind: str) -> None:
+    with serve(mode, grpc_trace_id_on_success=True) as port, grpc.insecure_channel(
+        f"127.0.0.1:{port}"
+    ) as ch:
+        result = invoke(ch, kind, "ctx", [("traceparent", TRACEPARENT)])
+        fresh = invoke(ch, kind, "ctx")
+    assert result.error is None and result.trailing()["x-trace-id"] == TRACE_ID
+    new_trace = json.loads(fresh.values[0])["trace_id"]
+    assert new_trace != TRACE_ID and fresh.trailing()["x-trace-id"] == new_trace
+
+
+def test_no_traceparent_starts_a_trace(channel: grpc.Channel) -> None:
     result = invoke(channel, "Unary", "ctx")
     ctx = json.loads(result.values[0])
     assert len(ctx["trace_id"]) == 32 and ctx["parent_span_id"] is None
-    assert result.trailing()["x-trace-id"] == ctx["trace_id"]
 
 
 def test_binary_and_invalid_metadata_are_ignored(channel: grpc.Channel) -> None:

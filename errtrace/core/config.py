@@ -57,6 +57,9 @@ class Config:
     """Level 0 errors end the process (after responding) when true."""
     event_buffer_size: int = 1000
     log_errors: bool = True
+    grpc_trace_id_on_success: bool = False
+    """gRPC servers: put ``x-trace-id`` in the trailing metadata of successful calls too.
+    Failed calls always carry it; on a success it costs one more trailer per call."""
 
     def __post_init__(self) -> None:
         for name in ("biz_header", "trace_id_header", "error_code_header",
@@ -82,7 +85,7 @@ class Config:
                 f"rewrite_responses: {rr!r} must be true/false or a list of path prefixes"
             )
         for name in ("debug", "sample_new_traces", "sse_error_event", "exit_on_fatal",
-                     "log_errors"):
+                     "log_errors", "grpc_trace_id_on_success"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} must be true or false")
         if self.use_otel is not None and not isinstance(self.use_otel, bool):

@@ -88,7 +88,7 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
                 return await self._answer(exc, ctx, context, method, started=False)
             finally:
                 reset(token)
-            self._add_trace_id(context, ctx)
+            self._succeeded(context, ctx)
             return response
 
         return unary_response
@@ -107,7 +107,7 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
                     return
                 finally:
                     reset(token)
-                self._add_trace_id(context, ctx)
+                self._succeeded(context, ctx)
 
             return writer
 
@@ -141,6 +141,7 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
                     reset(token)
                 started = True
                 yield item
-            self._add_trace_id(context, ctx)
+            if not last:
+                self._succeeded(context, ctx)
 
         return stream_response

@@ -3,7 +3,8 @@
 Per call: extract the context from the invocation metadata -> bind -> call the
 handler (for a streaming response, bound around every step of its iterator) -> on
 error: ``runtime.fail``, answer with the rich status (or the fallback's message) ->
-reset. ``x-trace-id`` always goes into the trailing metadata.
+reset. ``x-trace-id`` goes into the trailing metadata of every failed call (and of
+successful ones with ``grpc_trace_id_on_success``: a trailer costs time on every call).
 
 gRPC's own abort (the handler called ``context.abort``) is not an application error:
 it passes through untouched. A status the handler set with ``context.set_code`` is kept.
@@ -79,6 +80,7 @@ class ServerBase:
         self.runtime = runtime
         self._cache = HandlerCache()
         self._trace_key = runtime.config.trace_id_header.lower()
+        self._trace_on_success = runtime.config.grpc_trace_id_on_success
         self._inbound = frozenset(runtime.config.propagation.inbound_names)
 
     def _wrapped(self, handler: Any, method: str) -> Any:
@@ -110,6 +112,11 @@ class ServerBase:
             if key in inbound and isinstance(value, str):
                 carrier.setdefault(key, []).append(value)
         return self.runtime.start(carrier, collected_getter)
+
+    def _succeeded(self, context: Any, ctx: ErrorContext) -> None:
+        """A call ended well: its trailers get ``x-trace-id`` only when configured."""
+        if self._trace_on_success:
+            self._add_trace_id(context, ctx)
 
     def _add_trace_id(self, context: Any, ctx: ErrorContext) -> None:
         pair = (self._trace_key, ctx.trace_id)
@@ -199,9 +206,11 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
                     # hold the error (whose cause's traceback holds this frame).
                     del failure
                     context.abort_with_status(status)
+                self._add_trace_id(context, ctx)
+                return response
             finally:
                 reset(token)
-            self._add_trace_id(context, ctx)
+            self._succeeded(context, ctx)
             return response
 
         return unary_response
@@ -229,6 +238,7 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
         failure, status = self._fail(exc, ctx, context, method, started=False)
         if not failure.has_fallback:
             context.abort_with_status(status)
+        self._add_trace_id(context, ctx)
         return iter((failure.fallback_result,))
 
     def _steps(
@@ -253,6 +263,7 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
                     # message of the stream); the runtime gives none after that.
                     if not failure.has_fallback:
                         context.abort_with_status(status)
+                    self._add_trace_id(context, ctx)
                     item, last = failure.fallback_result, True
                 finally:
                     reset(token)
@@ -266,4 +277,5 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
                     close()
                 finally:
                     reset(token)
-        self._add_trace_id(context, ctx)
+        if not last:
+            self._succeeded(context, ctx)
