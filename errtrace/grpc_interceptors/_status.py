@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2  # type: ignore[import-untyped]  # no stubs
 from google.rpc import error_details_pb2, status_pb2
 
 from errtrace.core.config import Config
@@ -27,6 +26,7 @@ from errtrace.core.encoding import from_neutral, neutral
 from errtrace.core.errors import AppError
 from errtrace.core.status import GRPC_NAMES, small_int
 from errtrace.core.stringmap import from_string_map, to_string_map
+from errtrace.grpc_interceptors import _wire
 from errtrace.grpc_interceptors._metadata import replaced
 
 DETAILS_KEY = "grpc-status-details-bin"
@@ -81,37 +81,40 @@ def error_status(
     if status_code is None or status_code is grpc.StatusCode.OK:
         status_code = grpc.StatusCode.UNKNOWN
     message: str = data["message"]
-    info = error_details_pb2.ErrorInfo(
-        reason=err.code, domain=data["domain"], metadata=to_string_map(data)
-    )
-    details = [_pack(info)]
+    details = [(_wire.ERROR_INFO, _wire.error_info(err.code, data["domain"], to_string_map(data)))]
     if err.retryable:
-        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=_delay(err))))
-    rich = status_pb2.Status(code=status_code.value[0], message=message, details=details)
+        details.append((_wire.RETRY_INFO, _wire.retry_info(_delay_seconds(err))))
+    rich = _wire.status(status_code.value[0], message, details)
+    code_key, level_key, event_key, trace_key = _keys(config)
     added: list[tuple[str, Any]] = [
-        (DETAILS_KEY, rich.SerializeToString()),
-        (config.error_code_header.lower(), err.code),
-        (config.error_level_header.lower(), str(int(err.level))),
+        (DETAILS_KEY, rich), (code_key, err.code), (level_key, str(data["level"]))
     ]
     if err.event_id:
-        added.append((config.event_id_header.lower(), err.event_id))
+        added.append((event_key, err.event_id))
     if ctx is not None:
-        added.append(trace_pair(config, ctx))
+        added.append((trace_key, ctx.trace_id))
     return _GrpcStatus(status_code, message, tuple(replaced(existing, added)))
 
 
-def _pack(message: Any) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
+def _keys(config: Config) -> tuple[str, str, str, str]:
+    """The metadata keys of the error code, level, event id and trace id (lower case)."""
+    found: tuple[str, str, str, str] | None = config.__dict__.get("_grpc_keys")
+    if found is None:
+        found = (
+            config.error_code_header.lower(),
+            config.error_level_header.lower(),
+            config.event_id_header.lower(),
+            config.trace_id_header.lower(),
+        )
+        object.__setattr__(config, "_grpc_keys", found)  # a frozen dataclass's cache
+    return found
 
 
-def _delay(err: AppError) -> duration_pb2.Duration:
+def _delay_seconds(err: AppError) -> float:
     seconds = err.retry_after
-    if seconds is None or not math.isfinite(seconds):
-        seconds = DEFAULT_RETRY_DELAY
-    whole = int(seconds)
-    return duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return DEFAULT_RETRY_DELAY
+    return seconds
 
 
 # --- decoding ---------------------------------------------------------------------------

@@ -1,0 +1,111 @@
+"""The hand-written google.rpc.Status bytes read back, by protobuf, as the message it
+would have built itself: for every built-in code, odd text, and delays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("grpc")
+
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+import errtrace
+from errtrace.core.codes import registry
+from errtrace.core.config import Config
+from errtrace.core.propagation import new_root_context
+from errtrace.grpc_interceptors import _wire
+from errtrace.grpc_interceptors._status import (
+    DETAILS_KEY,
+    decode_status,
+    error_status,
+)
+
+
+def _reference(code: int, message: str, reason: str, domain: str,
+               metadata: dict[str, str], delay: float | None) -> status_pb2.Status:
+    details = []
+    packed = any_pb2.Any()
+    packed.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=metadata))
+    details.append(packed)
+    if delay is not None:
+        whole = int(delay)
+        retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+            seconds=whole, nanos=int((delay - whole) * 1e9)))
+        packed = any_pb2.Any()
+        packed.Pack(retry)
+        details.append(packed)
+    return status_pb2.Status(code=code, message=message, details=details)
+
+
+def _ours(code: int, message: str, reason: str, domain: str,
+          metadata: dict[str, str], delay: float | None) -> status_pb2.Status:
+    details = [(_wire.ERROR_INFO, _wire.error_info(reason, domain, metadata))]
+    if delay is not None:
+        details.append((_wire.RETRY_INFO, _wire.retry_info(delay)))
+    return status_pb2.Status.FromString(_wire.status(code, message, details))
+
+
+CASES: list[tuple[int, str, str, str, dict[str, str], float | None]] = [
+    (14, "A dependency could not be reached.", "UPSTREAM_UNAVAILABLE", "errtrace.dev",
+     {"level": "2", "traceId": "ab" * 16, "eventId": "01J0000000000000000000000A"}, 1.0),
+    (3, "", "VALIDATION_FAILED", "", {}, None),  # defaults left out
+    (13, "ünïcødé ✓ 日本語 " * 20, "INTERNAL", "d", {"k": "", "": "v", "é": "ü"}, None),
+    (8, "m" * 300, "LLM_RATE_LIMITED", "errtrace.dev",
+     {f"key{i}": "x" * i for i in range(40)}, 2.5),
+    (4, "t", "TIMEOUT", "errtrace.dev", {"level": "3"}, 0.000000123),
+    (14, "big", "UPSTREAM_UNAVAILABLE", "errtrace.dev", {}, 86400.75),
+    (14, "zero", "UPSTREAM_UNAVAILABLE", "errtrace.dev", {}, 0.0),
+]
+
+
+def _unpacked(status: status_pb2.Status) -> tuple[Any, ...]:
+    # An Any holds bytes, and map entries may be written in any order: compare the
+    # messages inside.
+    inner = []
+    for item in status.details:
+        for klass in (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo):
+            if item.Is(klass.DESCRIPTOR):
+                message = klass()
+                assert item.Unpack(message)
+                inner.append(message)
+                break
+        else:
+            raise AssertionError(f"unexpected detail {item.type_url}")
+    return status.code, status.message, inner
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[2] + str(i) for i, c in enumerate(CASES)])
+def test_wire_bytes_parse_to_the_reference_message(case: Any) -> None:
+    ours = _ours(*case)
+    assert _unpacked(ours) == _unpacked(_reference(*case))
+    assert len(ours.details) == (2 if case[-1] is not None else 1)
+
+
+def test_lone_surrogate_is_replaced_not_raised() -> None:
+    parsed = _ours(13, "bad \ud800 text", "INTERNAL", "d", {"k": "\udfff"}, None)
+    assert parsed.message == "bad ? text"
+    info = error_details_pb2.ErrorInfo()
+    parsed.details[0].Unpack(info)
+    assert info.metadata["k"] == "?"
+
+
+@pytest.mark.parametrize("code_id", sorted(c.id for c in registry))
+def test_every_builtin_code_round_trips_through_error_status(code_id: str) -> None:
+    config = Config(service_name="svc")
+    ctx = new_root_context()
+    ctx.biz_code = "tenant-1"
+    err = errtrace.AppError(code_id, details={"retry_after": 3.25})
+    err.event_id = "01J0000000000000000000000A"
+    status = error_status(err, ctx, config)
+    rich = dict(status.trailing_metadata)[DETAILS_KEY]
+    parsed = status_pb2.Status.FromString(rich)
+    assert parsed.code == status.code.value[0] and parsed.message == status.details
+    back = decode_status(status.code, status.details, status.trailing_metadata, config)
+    assert back.code == code_id and back.remote is not None
+    assert back.remote.event_id == err.event_id
+    assert back.retryable == err.retryable
+    if err.retryable:
+        assert back.retry_after == 3.25
