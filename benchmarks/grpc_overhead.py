@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import random
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -170,62 +172,99 @@ def _batch(method: Any, calls: int, expect_error: bool) -> float:
     return (time.perf_counter() - start) / calls * 1e6
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=200, help="calls per batch")
-    parser.add_argument("--reps", type=int, default=15, help="interleaved repetitions")
-    parser.add_argument("--modes", default="sync,aio")
-    args = parser.parse_args(argv)
-
-    logging.disable(logging.CRITICAL)
-    variants = ["bare", "errtrace", "otel", "grpc-interceptor"]
-    modes = args.modes.split(",")
-    servers: dict[tuple[str, str], Any] = {}
+def _methods(ports: dict[str, int]) -> tuple[list[grpc.Channel], dict[str, Any]]:
+    """One channel per server and a stub per method; keys are "mode/variant/method"."""
     channels: list[grpc.Channel] = []
-    methods: dict[tuple[str, str, str], Any] = {}
-    for mode in modes:
-        for variant in variants:
-            klass = SyncServer if mode == "sync" else AioServer
-            server = klass(_interceptors(mode, variant))
-            servers[(mode, variant)] = server
-            channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-            channels.append(channel)
-            for name in ("Ok", "Fail"):
-                methods[(mode, variant, name)] = channel.unary_unary(
-                    f"/{SERVICE}/{name}",
-                    request_serializer=StringValue.SerializeToString,
-                    response_deserializer=StringValue.FromString,
-                )
+    methods: dict[str, Any] = {}
+    for server_key, port in ports.items():
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        channels.append(channel)
+        for name in ("Ok", "Fail"):
+            methods[f"{server_key}/{name}"] = channel.unary_unary(
+                f"/{SERVICE}/{name}",
+                request_serializer=StringValue.SerializeToString,
+                response_deserializer=StringValue.FromString,
+            )
+    return channels, methods
 
-    started = time.perf_counter()
-    samples: dict[tuple[str, str, str], list[float]] = {key: [] for key in methods}
+
+def measure(ports: dict[str, int], calls: int, reps: int) -> dict[str, list[float]]:
+    """Interleaved batches against every server; µs/call samples per "mode/variant/method"."""
+    channels, methods = _methods(ports)
+    samples: dict[str, list[float]] = {key: [] for key in methods}
     try:
         for key, method in methods.items():  # warm up channels, caches, code paths
-            _batch(method, max(50, args.calls // 4), key[2] == "Fail")
+            _batch(method, max(50, calls // 4), key.endswith("/Fail"))
         order = list(methods)
-        for _ in range(args.reps):
+        for _ in range(reps):
             random.shuffle(order)
             for key in order:
-                samples[key].append(_batch(methods[key], args.calls, key[2] == "Fail"))
+                samples[key].append(_batch(methods[key], calls, key.endswith("/Fail")))
             if _EXPORTER is not None:
                 _EXPORTER.clear()
     finally:
         for channel in channels:
             channel.close()
+    return samples
+
+
+def _client_process(ports: dict[str, int], calls: int, reps: int) -> dict[str, list[float]]:
+    """Run :func:`measure` in a fresh interpreter and read its samples back."""
+    command = [sys.executable, __file__, "--client-of", json.dumps(ports),
+               "--calls", str(calls), "--reps", str(reps)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+    if done.returncode != 0:
+        raise SystemExit(f"client process failed ({done.returncode}):\n{done.stderr}")
+    samples: dict[str, list[float]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return samples
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=200, help="calls per batch")
+    parser.add_argument("--reps", type=int, default=15, help="interleaved repetitions")
+    parser.add_argument("--modes", default="sync,aio")
+    parser.add_argument("--same-process", action="store_true",
+                        help="run the client in the servers' process (they share its GIL)")
+    parser.add_argument("--client-of", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    logging.disable(logging.CRITICAL)
+    if args.client_of:  # the client half, started by the servers' process
+        samples = measure(json.loads(args.client_of), args.calls, args.reps)
+        print(json.dumps(samples))
+        return 0
+
+    variants = ["bare", "errtrace", "otel", "grpc-interceptor"]
+    modes = args.modes.split(",")
+    servers: dict[str, Any] = {}
+    started = time.perf_counter()
+    try:
+        for mode in modes:
+            for variant in variants:
+                klass = SyncServer if mode == "sync" else AioServer
+                servers[f"{mode}/{variant}"] = klass(_interceptors(mode, variant))
+        ports = {key: server.port for key, server in servers.items()}
+        if args.same_process:
+            samples = measure(ports, args.calls, args.reps)
+        else:
+            samples = _client_process(ports, args.calls, args.reps)
+    finally:
         for server in servers.values():
             server.stop()
     elapsed = time.perf_counter() - started
 
+    where = "the servers' process" if args.same_process else "a separate process"
     print(f"grpcio {grpc.__version__}, Python {sys.version.split()[0]}, "
-          f"{args.calls} calls x {args.reps} interleaved reps per cell, "
-          f"{elapsed:.0f} s measuring\n")
+          f"{args.calls} calls x {args.reps} interleaved reps per cell, client in {where}, "
+          f"{elapsed:.0f} s\n")
     print("| server | method | variant | median µs/call | x bare | added µs |")
     print("|---|---|---|---:|---:|---:|")
     for mode in modes:
         for name in ("Ok", "Fail"):
-            bare = statistics.median(samples[(mode, "bare", name)])
+            bare = statistics.median(samples[f"{mode}/bare/{name}"])
             for variant in variants:
-                value = statistics.median(samples[(mode, variant, name)])
+                value = statistics.median(samples[f"{mode}/{variant}/{name}"])
                 print(f"| {mode} | {name} | {variant} | {value:.1f} | "
                       f"{value / bare:.3f} | {value - bare:+.1f} |")
     return 0
