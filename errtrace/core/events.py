@@ -66,14 +66,13 @@ class EventBuffer:
     def __init__(self, size: int = 1000) -> None:
         self._ring: deque[ErrorEvent] = deque(maxlen=size)
         self._lock = threading.Lock()
-        self._listeners: list[Listener] = []
+        # Replaced, never changed in place: ``add`` reads it without copying.
+        self._listeners: tuple[Listener, ...] = ()
 
     def add(self, event: ErrorEvent) -> None:
         """Store an event and hand it to every listener."""
-        with self._lock:
-            self._ring.append(event)
-            listeners = list(self._listeners)
-        for listener in listeners:
+        self._ring.append(event)  # deque.append is atomic
+        for listener in self._listeners:
             try:
                 listener(event)
             except Exception:  # a listener's bug must not fail the request it records
@@ -106,12 +105,14 @@ class EventBuffer:
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` for every new event; returns the function that unsubscribes."""
         with self._lock:
-            self._listeners.append(listener)
+            self._listeners = (*self._listeners, listener)
 
         def unsubscribe() -> None:
             with self._lock:
                 if listener in self._listeners:
-                    self._listeners.remove(listener)
+                    remaining = list(self._listeners)
+                    remaining.remove(listener)
+                    self._listeners = tuple(remaining)
 
         return unsubscribe
 

@@ -111,8 +111,13 @@ class Runtime:
         ctx.runtime = self
         source = self.span_source
         if source is not None:
-            span = failsafe(source, what="span source")
-            if span is not NO_RESULT and span is not None:
+            try:
+                span = source()
+            except Exception:  # the failsafe, inlined: this runs on every request
+                stats.incr("hook_failures")
+                log.exception("errtrace: span source %r raised; ignored", source)
+                span = None
+            if span is not None:
                 # An active OpenTelemetry span is the authority on ids: logs, error
                 # bodies and traces must agree.
                 ctx.trace_id, ctx.span_id, parent, ctx.trace_flags = span
@@ -133,12 +138,13 @@ class Runtime:
     ) -> Failure:
         """Translate ``exc``, record it, and run the code's fallback if it has one."""
         err = to_app_error(exc)
-        event = self.record(
-            err, ctx, transport=transport, method=method, route=route,
+        actions = self.policy.actions_for(err.error_code)
+        event = self._record(
+            err, ctx, actions, transport=transport, method=method, route=route,
             response_started=response_started,
         )
         result: Any = NO_RESULT
-        if not response_started and "fallback" in self.policy.actions_for(err.error_code):
+        if not response_started and "fallback" in actions:
             fallback = self.policy.fallback_for(err.code)
             if fallback is not None:
                 result = failsafe(fallback, err, ctx, what="fallback")
@@ -157,6 +163,24 @@ class Runtime:
         set_context: bool = True,
     ) -> ErrorEvent:
         """Give ``err`` an event id, store the event, log/count/alert per the policy."""
+        return self._record(
+            err, ctx, self.policy.actions_for(err.error_code), transport=transport,
+            method=method, route=route, response_started=response_started,
+            set_context=set_context,
+        )
+
+    def _record(
+        self,
+        err: AppError,
+        ctx: ErrorContext | None,
+        actions: frozenset[str],
+        *,
+        transport: str,
+        method: str | None = None,
+        route: str | None = None,
+        response_started: bool = False,
+        set_context: bool = True,
+    ) -> ErrorEvent:
         event_id = new_event_id()
         err.event_id = event_id
         if ctx is not None and set_context:
@@ -185,20 +209,21 @@ class Runtime:
             exception_type=_qualname(cause) if cause is not None else None,
             details=details,
             caused_by=caused_by(err),
-            outgoing_spans=list(ctx.outgoing_spans) if ctx else [],
+            outgoing_spans=list(ctx.outgoing_spans) if ctx and ctx.outgoing_spans else [],
             response_started=response_started,
             private_exception=_describe(cause) if cause is not None else None,
             private_provider_text=_text(err.details.get("_provider_text")),
         )
-        actions = self.policy.actions_for(err.error_code)
         self.events.add(event)
         if "metric" in actions:
             stats.incr(f"errors.{err.code}")
         if "log" in actions and self.config.log_errors:
             self._log(err, event)
-        for hook in list(self.policy.error_hooks):
-            failsafe(hook, event, ctx, what="on_error hook")
-        if "alert" in actions:
+        hooks = self.policy.error_hooks
+        if hooks:
+            for hook in list(hooks):
+                failsafe(hook, event, ctx, what="on_error hook")
+        if "alert" in actions and self.policy.alert_hooks:
             for hook in list(self.policy.alert_hooks):
                 failsafe(hook, event, ctx, what="on_alert hook")
         return event
