@@ -16,6 +16,11 @@ lets grpc answer UNKNOWN). A plain sync client makes ``--calls`` blocking calls 
 over a real 127.0.0.1 channel; batches of all variants are interleaved, ``--reps`` times,
 and the median µs/call is reported with its ratio to ``bare`` and the µs added.
 
+The client runs in a separate Python process, as a real caller would, so that its own
+Python work does not compete with the servers' for one GIL (``--same-process`` puts it
+back in the servers' process). Each call's latency still includes the client's cost of
+reading what the server sent (one more trailer is one more thing to read).
+
 Logging is switched off for everyone (grpc logs every unhandled exception; errtrace logs
 every error) so that the numbers measure the interceptors, not the log handler.
 
