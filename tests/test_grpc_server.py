@@ -331,3 +331,74 @@ def _call_custom(mode: str, unary: Any) -> Any:
     with server as port, grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         return invoke(ch, "Unary", "x")
 
+
+
+def test_client_cancelling_a_stream_is_not_an_error(mode: str) -> None:
+    """A client that cancels mid-stream: the handler's cleanup runs with the context
+    current, no error event is recorded, and the server keeps serving."""
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    cleaned = threading.Event()
+    seen: dict[str, Any] = {}
+    release = threading.Event()
+
+    def note_cleanup() -> None:
+        ctx = errtrace.current()
+        seen.setdefault("trace_id", ctx.trace_id if ctx else None)
+        cleaned.set()
+
+    def sync_stream(req: Any, ctx: Any) -> Iterator[StringValue]:
+        try:
+            yield StringValue(value="first")
+            release.wait(10)
+            while True:
+                yield StringValue(value="more")
+        finally:
+            note_cleanup()
+
+    async def aio_stream(req: Any, ctx: Any) -> Any:
+        import asyncio
+
+        try:
+            yield StringValue(value="first")
+            while True:
+                await asyncio.sleep(0.01)
+                yield StringValue(value="more")
+        finally:
+            note_cleanup()
+
+    handler = grpc.method_handlers_generic_handler("test.Echo", {
+        "ServerStream": grpc.unary_stream_rpc_method_handler(
+            sync_stream if mode == "sync" else aio_stream,
+            request_deserializer=StringValue.FromString,
+            response_serializer=StringValue.SerializeToString),
+    })
+    server: Any = (
+        sync_server(errtrace.grpc_server_interceptors(), handler)
+        if mode == "sync"
+        else AioServerThread(errtrace.grpc_aio_server_interceptors(), handler)
+    )
+    with capture_events() as events, server as port, grpc.insecure_channel(
+        f"127.0.0.1:{port}"
+    ) as ch:
+        call = ch.unary_stream(
+            "/test.Echo/ServerStream",
+            request_serializer=StringValue.SerializeToString,
+            response_deserializer=StringValue.FromString,
+        )(StringValue(value="x"), metadata=(("traceparent", TRACEPARENT),), timeout=10)
+        assert next(call).value == "first"
+        call.cancel()
+        release.set()
+        assert cleaned.wait(10), "the handler's generator was never closed"
+        with pytest.raises(grpc.RpcError) as info:
+            next(call)
+        assert info.value.code() is grpc.StatusCode.CANCELLED
+        again = ch.unary_stream(
+            "/test.Echo/ServerStream",
+            request_serializer=StringValue.SerializeToString,
+            response_deserializer=StringValue.FromString,
+        )(StringValue(value="x"), timeout=10)
+        assert next(again).value == "first"  # the server still serves
+        again.cancel()
+    assert seen["trace_id"] == TRACE_ID
+    assert events == []
