@@ -138,13 +138,12 @@ class Runtime:
     ) -> Failure:
         """Translate ``exc``, record it, and run the code's fallback if it has one."""
         err = to_app_error(exc)
-        actions = self.policy.actions_for(err.error_code)
-        event = self._record(
-            err, ctx, actions, transport=transport, method=method, route=route,
+        event = self.record(
+            err, ctx, transport=transport, method=method, route=route,
             response_started=response_started,
         )
         result: Any = NO_RESULT
-        if not response_started and "fallback" in actions:
+        if not response_started and "fallback" in self.policy.actions_for(err.error_code):
             fallback = self.policy.fallback_for(err.code)
             if fallback is not None:
                 result = failsafe(fallback, err, ctx, what="fallback")
@@ -163,24 +162,6 @@ class Runtime:
         set_context: bool = True,
     ) -> ErrorEvent:
         """Give ``err`` an event id, store the event, log/count/alert per the policy."""
-        return self._record(
-            err, ctx, self.policy.actions_for(err.error_code), transport=transport,
-            method=method, route=route, response_started=response_started,
-            set_context=set_context,
-        )
-
-    def _record(
-        self,
-        err: AppError,
-        ctx: ErrorContext | None,
-        actions: frozenset[str],
-        *,
-        transport: str,
-        method: str | None = None,
-        route: str | None = None,
-        response_started: bool = False,
-        set_context: bool = True,
-    ) -> ErrorEvent:
         event_id = new_event_id()
         err.event_id = event_id
         if ctx is not None and set_context:
@@ -214,6 +195,7 @@ class Runtime:
             private_exception=_describe(cause) if cause is not None else None,
             private_provider_text=_text(err.details.get("_provider_text")),
         )
+        actions = self.policy.actions_for(err.error_code)
         self.events.add(event)
         if "metric" in actions:
             stats.incr(f"errors.{err.code}")

@@ -57,11 +57,6 @@ class _GrpcStatus(Status, grpc.Status):
     """The same, as an instance of ``grpc.Status`` for ``context.abort_with_status``."""
 
 
-def trace_pair(config: Config, ctx: ErrorContext) -> tuple[str, str]:
-    """The ``x-trace-id`` trailing metadata pair (the name is configurable)."""
-    return (config.trace_id_header.lower(), ctx.trace_id)
-
-
 def error_status(
     err: AppError,
     ctx: ErrorContext | None,
@@ -148,11 +143,7 @@ def decode_status(
     """Rebuild the error from a status, its message and trailing metadata."""
     name = code.name
     headers: dict[str, str] = {}
-    wanted = (
-        config.error_code_header.lower(),
-        config.error_level_header.lower(),
-        config.event_id_header.lower(),
-    )
+    wanted = _keys(config)[:3]  # the code, level and event id keys
     for key, value in trailing or ():
         if key == DETAILS_KEY and isinstance(value, bytes):
             err = _from_rich(value, code)
