@@ -1,10 +1,10 @@
 """The protobuf wire bytes of the ``google.rpc.Status`` a failed call answers with.
 
 Building the status from generated message classes (``Status``, ``Any.Pack`` of an
-``ErrorInfo`` with a map field, a ``RetryInfo``) costs more than the rest of a failed
-call's work together; the message is small and fixed in shape, so it is written here
-directly. Field numbers, from ``google/rpc/status.proto``, ``error_details.proto``,
-``google/protobuf/any.proto`` and ``duration.proto``::
+``ErrorInfo`` with a map field, a ``RetryInfo``) took about 14 µs per failed call, more
+than recording the error; the message is small and fixed in shape, so it is written
+here directly (about 5 µs). Field numbers, from ``google/rpc/status.proto``,
+``error_details.proto``, ``google/protobuf/any.proto`` and ``duration.proto``::
 
     Status     { int32 code = 1; string message = 2; repeated Any details = 3; }
     Any        { string type_url = 1; bytes value = 2; }
@@ -55,8 +55,10 @@ def _text(value: str) -> bytes:
 _F1, _F2, _F3 = b"\x0a", b"\x12", b"\x1a"
 _V1, _V2 = b"\x08", b"\x10"
 
-_ERROR_INFO_HEAD = _delimited(_F1, ERROR_INFO_URL)
-_RETRY_INFO_HEAD = _delimited(_F1, RETRY_INFO_URL)
+ERROR_INFO = _delimited(_F1, ERROR_INFO_URL)
+"""The ``type_url`` field of an ``Any`` holding an ``ErrorInfo``."""
+RETRY_INFO = _delimited(_F1, RETRY_INFO_URL)
+"""The ``type_url`` field of an ``Any`` holding a ``RetryInfo``."""
 
 # The key field of a metadata map entry, by key: the same few keys on every call.
 _KEY_FIELDS: dict[str, bytes] = {}
@@ -109,9 +111,3 @@ def status(code: int, message: str, details: list[tuple[bytes, bytes]]) -> bytes
     for head, value in details:
         out += _delimited(_F3, head + _delimited(_F2, value))
     return bytes(out)
-
-
-ERROR_INFO = _ERROR_INFO_HEAD
-"""The ``type_url`` field of an ``Any`` holding an ``ErrorInfo``."""
-RETRY_INFO = _RETRY_INFO_HEAD
-"""The ``type_url`` field of an ``Any`` holding a ``RetryInfo``."""
