@@ -71,7 +71,8 @@ class EventBuffer:
 
     def add(self, event: ErrorEvent) -> None:
         """Store an event and hand it to every listener."""
-        self._ring.append(event)  # deque.append is atomic
+        with self._lock:  # readers copy the ring under it: no append mid-iteration
+            self._ring.append(event)
         for listener in self._listeners:
             try:
                 listener(event)
