@@ -130,6 +130,45 @@ def test_event_ids_unique_and_time_sortable() -> None:
     assert all(len(i) == 26 for i in sequential)
 
 
+
+def _decode_crockford(text: str) -> int:
+    digits = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    value = 0
+    for char in text:
+        value = value * 32 + digits.index(char)
+    return value
+
+
+def test_event_id_layout_and_monotonic_across_rollover_and_clock_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from errtrace.core import ids as ids_module
+
+    clock = [1_700_000_000_123_000_000]
+    monkeypatch.setattr(ids_module.time, "time_ns", lambda: clock[0])
+    gen = ids_module._EventIds()
+    first = gen.new()
+    # 48 bits of milliseconds, then 80 random bits: the ULID layout, readable back.
+    assert _decode_crockford(first) >> 80 == 1_700_000_000_123
+    assert _decode_crockford(first) & ((1 << 80) - 1) == gen._last_rand
+    # Same millisecond: the random part is incremented.
+    second = gen.new()
+    assert _decode_crockford(second) == _decode_crockford(first) + 1
+    # The random part wraps: the id moves to the next millisecond and stays ordered.
+    gen._last_rand = (1 << 80) - 1
+    wrapped = gen.new()
+    assert wrapped > second
+    assert _decode_crockford(wrapped) == (1_700_000_000_124 << 80)
+    # The clock steps back: ids keep increasing.
+    clock[0] -= 5_000_000_000
+    stepped = [gen.new() for _ in range(3)]
+    assert stepped == sorted(stepped) and stepped[0] > wrapped
+    # The clock moves on: a fresh random part under the new time.
+    clock[0] += 10_000_000_000
+    later = gen.new()
+    assert later > stepped[-1] and _decode_crockford(later) >> 80 == 1_700_000_005_123
+
+
 # --- config ------------------------------------------------------------------------------
 
 

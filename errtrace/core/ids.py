@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Protocol
 
+_bits = random.getrandbits
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Two base32 digits per table entry: 10 bits at a time halves the encoding loop.
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
@@ -35,16 +36,16 @@ class RandomIds:
 
     def trace_id(self) -> str:
         """A new random trace id."""
-        value = random.getrandbits(128)
+        value = _bits(128)
         while not value:
-            value = random.getrandbits(128)
+            value = _bits(128)
         return f"{value:032x}"
 
     def span_id(self) -> str:
         """A new random span id."""
-        value = random.getrandbits(64)
+        value = _bits(64)
         while not value:
-            value = random.getrandbits(64)
+            value = _bits(64)
         return f"{value:016x}"
 
 
@@ -67,28 +68,49 @@ class _EventIds:
         self._lock = threading.Lock()
         self._last_ms = -1
         self._last_rand = 0
+        self._prefix = ""
 
     def new(self) -> str:
         with self._lock:
             now_ms = time.time_ns() // 1_000_000
-            if now_ms <= self._last_ms:
-                # Same (or an earlier, after a clock step) millisecond: stay monotonic.
-                now_ms = self._last_ms
-                rand = (self._last_rand + 1) & ((1 << 80) - 1)
-                if rand == 0:
-                    now_ms += 1
+            if now_ms > self._last_ms:
+                rand = _bits(80)
+                self._last_ms = now_ms
+                # The 48-bit time is the first 10 digits (50 bits, top 2 zero): encoded
+                # once per millisecond, not once per id.
+                self._prefix = prefix = _encode(now_ms, 5)
             else:
-                rand = random.getrandbits(80)
-            self._last_ms, self._last_rand = now_ms, rand
-        value = (now_ms << 80) | rand  # 128 bits -> 26 digits: 2 + 12 pairs x 10 bits
-        parts = []
-        for _ in range(12):
-            parts.append(_PAIRS[value & 1023])
-            value >>= 10
-        parts.append(_PAIRS[value])  # the top 8 bits: one more pair
-        return "".join(reversed(parts))
+                # Same (or an earlier, after a clock step) millisecond: stay monotonic.
+                rand = (self._last_rand + 1) & _RAND_MASK
+                prefix = self._prefix
+                if rand == 0:
+                    self._last_ms += 1
+                    self._prefix = prefix = _encode(self._last_ms, 5)
+            self._last_rand = rand
+        return prefix + _encode_80(rand)
 
 
+def _encode(value: int, pairs: int) -> str:
+    """``value`` as ``2 * pairs`` Crockford base32 digits, most significant first."""
+    shift = 10 * pairs
+    out = ""
+    while shift:
+        shift -= 10
+        out += _PAIRS[(value >> shift) & 1023]
+    return out
+
+
+def _encode_80(value: int) -> str:
+    """The 16 digits of an 80-bit value, unrolled (this runs once per recorded error)."""
+    p = _PAIRS
+    return (
+        p[value >> 70] + p[(value >> 60) & 1023] + p[(value >> 50) & 1023]
+        + p[(value >> 40) & 1023] + p[(value >> 30) & 1023] + p[(value >> 20) & 1023]
+        + p[(value >> 10) & 1023] + p[value & 1023]
+    )
+
+
+_RAND_MASK = (1 << 80) - 1
 _events = _EventIds()
 
 
