@@ -9,6 +9,7 @@ keeps its own ids.
 from __future__ import annotations
 
 try:
+    from opentelemetry import context as otel_context
     from opentelemetry import trace
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -18,10 +19,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 def current_span_ids() -> tuple[str, str, str | None, int] | None:
     """(trace id, span id, parent span id, flags) of the active valid span, else None."""
-    span = trace.get_current_span()
+    current = _get_current()
+    if not current:  # an empty OpenTelemetry context holds no span (the common case)
+        return None
+    span = trace.get_current_span(current)
     sc = span.get_span_context()
     if not sc.is_valid:
         return None
     parent = getattr(span, "parent", None)
     parent_id = f"{parent.span_id:016x}" if parent is not None and parent.span_id else None
     return f"{sc.trace_id:032x}", f"{sc.span_id:016x}", parent_id, int(sc.trace_flags) & 0x03
+
+
+_get_current = otel_context.get_current

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import quote, unquote
 
 from errtrace.core.context import FLAG_RANDOM, FLAG_SAMPLED, ErrorContext
-from errtrace.core.ids import ids
+from errtrace.core.ids import _Generators, ids
 from errtrace.core.stats import stats
 
 C = TypeVar("C")
@@ -112,7 +112,10 @@ DEFAULT_SETTINGS = PropagationSettings()
 # --- W3C Trace Context ----------------------------------------------------------------
 
 _OWS = " \t"
-_TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_FLAGS = {f"{flags:02x}": flags for flags in range(256)}
+_new_tuple = tuple.__new__
+_KEPT_FLAGS = FLAG_SAMPLED | FLAG_RANDOM
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 # Keys and values per the tracestate grammar (simple-key / multi-tenant-key).
@@ -152,13 +155,14 @@ def parse_traceparent(value: str) -> TraceParent | None:
                 return None
         elif version == "ff" or (len(value) > 55 and value[55] != "-"):
             return None
-    match = _TRACEPARENT_RE.fullmatch(value, 0, 55)
-    if match is None:
+    if _TRACEPARENT_RE.fullmatch(value, 0, 55) is None:
         return None
-    trace_id, parent_id, flags = match.groups()
+    trace_id = value[3:35]
+    parent_id = value[36:52]
     if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
         return None
-    return TraceParent(trace_id, parent_id, int(flags, 16))
+    # tuple.__new__ skips the NamedTuple's Python-level constructor (on every request).
+    return _new_tuple(TraceParent, (trace_id, parent_id, _FLAGS[value[53:55]]))
 
 
 def parse_tracestate(values: Sequence[str] | None, max_bytes: int = 8192) -> str | None:
@@ -315,39 +319,37 @@ def extract(
     ambiguous and start a new trace); this hop gets a new span id with the caller's as
     parent. An inbound ``X-Error-Code`` is never read: a client does not set our codes.
     """
+    # This runs on every request: the getter's bound method is looked up once, and the
+    # common case (one valid traceparent, no tracestate or baggage) makes few calls.
+    get = getter.get
     parent = None
-    values = getter.get(carrier, TRACEPARENT)
-    if values and len(values) == 1:
-        parent = parse_traceparent(values[0])
+    values = get(carrier, TRACEPARENT)
+    if values:
+        if len(values) == 1:
+            parent = parse_traceparent(values[0])
         if parent is None:
             stats.incr("traceparent_invalid")
-    elif values:
-        stats.incr("traceparent_invalid")
-    gen = ids()
+    gen = _Generators.current
     if parent is not None:
-        ctx = ErrorContext(
-            trace_id=parent.trace_id,
-            span_id=gen.span_id(),
-            parent_span_id=parent.parent_id,
-            # Level 2: unknown flag bits are not propagated; sampled and random are kept.
-            trace_flags=parent.flags & (FLAG_SAMPLED | FLAG_RANDOM),
-            tracestate=parse_tracestate(
-                getter.get(carrier, TRACESTATE), settings.max_header_bytes
-            ),
-            remote=True,
-        )
+        trace_id, parent_id, flags = parent
+        # Level 2: unknown flag bits are not propagated; sampled and random are kept.
+        ctx = ErrorContext(trace_id, gen.span_id(), parent_id, flags & _KEPT_FLAGS)
+        ctx.remote = True
+        state = get(carrier, TRACESTATE)
+        if state:
+            ctx.tracestate = parse_tracestate(state, settings.max_header_bytes)
     else:
         flags = FLAG_RANDOM | (FLAG_SAMPLED if settings.sample_new_traces else 0)
-        ctx = ErrorContext(trace_id=gen.trace_id(), span_id=gen.span_id(), trace_flags=flags)
+        ctx = ErrorContext(gen.trace_id(), gen.span_id(), None, flags)
 
-    raw_baggage = getter.get(carrier, BAGGAGE)
+    raw_baggage = get(carrier, BAGGAGE)
     if raw_baggage:
         ctx.baggage = parse_baggage(raw_baggage, settings.max_header_bytes)
-    biz_values = getter.get(carrier, settings.biz_header)
+    biz_values = get(carrier, settings.biz_header)
     biz = None
     if biz_values:
         biz = validate_biz_code(biz_values[0].strip(_OWS), settings)
-    if biz is None:
+    if biz is None and raw_baggage:
         for key, value, _ in ctx.baggage:
             if key == settings.baggage_biz_key:
                 biz = validate_biz_code(value, settings)
