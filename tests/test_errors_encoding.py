@@ -202,3 +202,93 @@ def test_framework_retry_after_is_written_once_and_shown_in_body() -> None:
     assert [v for k, v in headers if k.lower() == "retry-after"] == ["30"]
     assert ("X-Other", "1") in headers
     assert problem(err, CTX, "EV", Config())["retry_after"] == 30.0
+
+
+# --- the cached writer gives the same bytes as the document path --------------------------
+
+
+def _slow_response(
+    err: errtrace.AppError, ctx: ErrorContext | None, config: Config
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    from errtrace.core.encoding import encode_headers, problem_json
+
+    headers = [("Content-Type", PROBLEM_JSON), *error_headers(err, ctx, err.event_id, config)]
+    body = problem_json(problem(err, ctx, err.event_id, config))
+    return err.http_status, encode_headers(headers), body
+
+
+WRITER_CONTEXTS = [
+    CTX,
+    ErrorContext(trace_id="c" * 32, span_id="d" * 16),
+    ErrorContext(trace_id="e" * 32, span_id="f" * 16, biz_code=""),
+    None,
+]
+WRITER_CONFIGS = [
+    Config(),
+    Config(
+        service_name='svc "ünï" \\ côdé',
+        problem_type_base="https://example.com/problems/",
+        error_code_header="X-Code",
+        trace_id_header="Trace-Id",
+        event_id_header="Event",
+    ),
+]
+
+
+@pytest.mark.parametrize("config", WRITER_CONFIGS, ids=["default", "custom"])
+def test_error_writer_matches_the_document_path_for_every_code(config: Config) -> None:
+    from errtrace.core.codes import registry
+    from errtrace.core.encoding import ErrorWriter
+
+    writer = ErrorWriter(config)
+    checked = 0
+    for code in registry:
+        for message in (None, 'quote " backslash \\ newline \n', "naïve → 模型", ""):
+            for ctx in WRITER_CONTEXTS:
+                for event_id in ("01JDX3Q0M2V8Y7K9R5T4W6Z1AB", None):
+                    for status in (None, 418):
+                        err = errtrace.AppError(code.id, message, status=status)
+                        err.event_id = event_id
+                        fast = writer.response(err, ctx, event_id)
+                        assert fast == _slow_response(err, ctx, config), (code.id, message)
+                        json.loads(fast[2])  # and it is JSON
+                        checked += 1
+    assert checked >= 45 * 4 * 4 * 2 * 2
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: errtrace.AppError("VALIDATION_FAILED", details={"errors": [{"field": "a"}]}),
+        lambda: errtrace.AppError("LLM_RATE_LIMITED", details={"retry_after": 2.5}),
+        lambda: errtrace.AppError("NOT_FOUND", headers={"WWW-Authenticate": "Bearer"}),
+        lambda: errtrace.AppError("INTERNAL", details={"_private": "x", "shown": 1}),
+        lambda: errtrace.AppError("INTERNAL", details={"_private": "only private"}),
+        lambda: errtrace.AppError(
+            "LLM_RATE_LIMITED", remote=RemoteError(code="LLM_RATE_LIMITED", event_id="E1")
+        ),
+    ],
+    ids=["field-errors", "retry-after", "own-headers", "details", "private", "remote"],
+)
+def test_error_writer_documents_with_more_than_the_code(make: Any) -> None:
+    from errtrace.core.encoding import ErrorWriter
+
+    for config in (Config(), Config(debug=True)):
+        err = make()
+        err.event_id = "01JDX3Q0M2V8Y7K9R5T4W6Z1AB"
+        assert ErrorWriter(config).response(err, CTX, err.event_id) == _slow_response(
+            err, CTX, config
+        )
+
+
+def test_error_writer_follows_a_code_registered_again() -> None:
+    from errtrace.core.codes import CodeRegistry, ErrorCode
+    from errtrace.core.encoding import ErrorWriter
+
+    writer = ErrorWriter(Config())
+    first = CodeRegistry([ErrorCode("MY_CODE", 3, http_status=409, hint="first hint")])
+    second = CodeRegistry([ErrorCode("MY_CODE", 3, http_status=409, hint="second hint")])
+    body1 = writer.response(errtrace.AppError("MY_CODE", codes=first), CTX, None)[2]
+    body2 = writer.response(errtrace.AppError("MY_CODE", codes=second), CTX, None)[2]
+    assert json.loads(body1)["hint"] == "first hint"
+    assert json.loads(body2)["hint"] == "second hint"

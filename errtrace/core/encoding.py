@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import math
 import traceback
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from json.encoder import encode_basestring_ascii as _json_str
+from typing import Any, NamedTuple
 
-from errtrace.core.codes import CODE_ID_RE
+from errtrace.core.codes import CODE_ID_RE, ErrorCode
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext
 from errtrace.core.errors import MAX_RETRY_AFTER, AppError, RemoteError
@@ -146,6 +147,114 @@ def error_headers(
         if name.lower() not in ("content-type", "content-length"):
             headers.append((name, value))
     return headers
+
+
+class ErrorWriter:
+    """The HTTP error response of one :class:`~errtrace.Config`, built fast.
+
+    The constant parts of each code's problem document and headers are serialized once
+    and cached; a plain error (no public details, no remote chain, no ``retry_after``,
+    no headers of its own, debug off) only has its message, ids and business code
+    written per response. Anything else goes through :func:`problem` and
+    :func:`error_headers`. Both ways give the same bytes (the tests compare them).
+    """
+
+    _MAX_CACHED = 1024
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._parts: dict[tuple[str, int], _Parts] = {}
+        self._names = tuple(
+            name.lower().encode("latin-1")
+            for name in (config.event_id_header, config.trace_id_header)
+        )
+
+    def response(
+        self, err: AppError, ctx: ErrorContext | None, event_id: str | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Status, lower-case latin-1 header pairs (no Content-Length) and body."""
+        config = self.config
+        status = err.http_status
+        if (
+            config.debug
+            or err.remote is not None
+            or err.headers
+            or (err.details and client_details(err))
+        ):
+            body = problem_json(problem(err, ctx, event_id, config))
+            headers = encode_headers(error_headers(err, ctx, event_id, config))
+            headers.insert(0, (b"content-type", _PROBLEM_JSON_BYTES))
+            return status, headers, body
+        code = err.error_code
+        parts = self._parts.get((code.id, status))
+        if parts is None or parts.code is not code:
+            parts = self._build(err, status)
+        detail = _json_str(detail_text(err, False))
+        if ctx is not None:
+            trace_id = ctx.trace_id
+            biz = ctx.biz_code
+            ids = (
+                f'{_json_str(trace_id)},"span_id":{_json_str(ctx.span_id)},"biz_code":'
+                f'{"null" if biz is None else _json_str(biz)}'
+            )
+        else:
+            trace_id = None
+            ids = 'null,"span_id":null,"biz_code":null'
+        eid = "null" if event_id is None else _json_str(event_id)
+        instance = f',"instance":{eid}' if event_id else ""
+        text = f'{parts.head}{detail}{instance}{parts.middle}{ids},"event_id":{eid}{parts.tail}'
+        headers = list(parts.headers)
+        event_name, trace_name = self._names
+        if event_id:
+            headers.append((event_name, event_id.encode("latin-1")))
+        if trace_id is not None:
+            headers.append((trace_name, trace_id.encode("latin-1")))
+        if parts.retry_after is not None:
+            headers.append(parts.retry_after)
+        return status, headers, text.encode("ascii")
+
+    def _build(self, err: AppError, status: int) -> _Parts:
+        config, code = self.config, err.error_code
+        head = (
+            f'{{"type":{_json_str(config.problem_type_base + code.id)},'
+            f'"title":{_json_str(code.title)},"status":{int(status)},"detail":'
+        )
+        middle = f',"code":{_json_str(code.id)},"level":{int(code.level)},"trace_id":'
+        tail = (
+            f',"service":{_json_str(config.service_name)},"hint":{_json_str(code.hint)},'
+            f'"retryable":{"true" if code.retryable else "false"}}}'
+        )
+        static = encode_headers([
+            (config.error_code_header, code.id),
+            (config.error_level_header, str(int(code.level))),
+        ])
+        static.insert(0, (b"content-type", _PROBLEM_JSON_BYTES))
+        retry = retry_after_header(err)
+        parts = _Parts(
+            code, head, middle, tail, tuple(static),
+            (b"retry-after", retry.encode("ascii")) if retry is not None else None,
+        )
+        if len(self._parts) >= self._MAX_CACHED:  # codes made up at run time: stay bounded
+            self._parts.clear()
+        self._parts[(code.id, status)] = parts
+        return parts
+
+
+class _Parts(NamedTuple):
+    code: ErrorCode
+    head: str
+    middle: str
+    tail: str
+    headers: tuple[tuple[bytes, bytes], ...]
+    retry_after: tuple[bytes, bytes] | None
+
+
+_PROBLEM_JSON_BYTES = PROBLEM_JSON.encode("latin-1")
+
+
+def encode_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Lower-case latin-1 byte pairs (ASGI's form) from text header pairs."""
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
 def retry_after_header(err: AppError) -> str | None:

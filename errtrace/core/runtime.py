@@ -27,6 +27,7 @@ from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext, current
 from errtrace.core.encoding import (
     PROBLEM_JSON,
+    ErrorWriter,
     caused_by,
     client_details,
     error_headers,
@@ -101,6 +102,7 @@ class Runtime:
         self.events = events_ if events_ is not None else events
         self.events.ensure_capacity(self.config.event_buffer_size)
         self.span_source = _otel_source(self.config)
+        self._writer = ErrorWriter(self.config)
         self.exit_handler: Callable[[], None] = _terminate_self
 
     # -- start ----------------------------------------------------------------------------
@@ -241,6 +243,16 @@ class Runtime:
         headers = error_headers(err, ctx, err.event_id, self.config)
         headers.insert(0, ("Content-Type", PROBLEM_JSON))
         return err.http_status, headers, body
+
+    def http_error_bytes(
+        self, err: AppError, ctx: ErrorContext | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """:meth:`http_error` with lower-case latin-1 header pairs (ASGI's form), built
+        from cached per-code parts."""
+        writer = self._writer
+        if writer.config is not self.config:  # the config was replaced after start-up
+            writer = self._writer = ErrorWriter(self.config)
+        return writer.response(err, ctx, err.event_id)
 
     def after_response(self, failure: Failure | None) -> None:
         """Run what must wait until the client was answered (a level 0 exit)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext, bind, reset
-from errtrace.core.encoding import sse_error_event
+from errtrace.core.encoding import encode_headers, sse_error_event
 from errtrace.core.policy import NO_RESULT
 from errtrace.core.propagation import collected_getter
 from errtrace.core.runtime import Failure, Runtime, plain_fallback_response, resolve_runtime
@@ -38,11 +38,6 @@ class ASGIHeaderGetter:
 
 
 asgi_getter = ASGIHeaderGetter()
-
-
-def encode_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    """ASGI header pairs from text pairs."""
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
 class ErrtraceMiddleware:
@@ -140,8 +135,7 @@ class ErrtraceMiddleware:
             if callable(result):  # a framework response object is an ASGI app
                 await result(scope, receive, send)
                 return
-        status, headers, body = self.runtime.http_error(failure.error, ctx)
-        await _send_response(send, status, headers, body)
+        await _send_encoded(send, *self.runtime.http_error_bytes(failure.error, ctx))
 
     async def _end_stream(
         self, failure: Failure, ctx: ErrorContext, send: Send, event_stream: bool
@@ -212,14 +206,18 @@ class _RewritingSend:
             err, self.ctx, transport="http", method=self.scope.get("method"),
             route=self.scope.get("path"),
         )
-        status, out_headers, out_body = self.runtime.http_error(err, self.ctx)
-        await _send_response(self.send, status, out_headers, out_body)
+        await _send_encoded(self.send, *self.runtime.http_error_bytes(err, self.ctx))
 
 
 async def _send_response(
     send: Send, status: int, headers: list[tuple[str, str]], body: bytes
 ) -> None:
-    pairs = encode_headers(headers)
+    await _send_encoded(send, status, encode_headers(headers), body)
+
+
+async def _send_encoded(
+    send: Send, status: int, pairs: list[tuple[bytes, bytes]], body: bytes
+) -> None:
     pairs.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": pairs})
     await send({"type": "http.response.body", "body": body, "more_body": False})
