@@ -154,6 +154,22 @@ class AppError(Exception):
             self.__cause__ = cause
         super().__init__(message or self.error_code.title)
 
+    @classmethod
+    def _translated(cls, code: ErrorCode, cause: BaseException) -> AppError:
+        """``AppError(code, cause=cause)`` for a registered code, without the keyword
+        handling (every unhandled exception in a request comes through here)."""
+        self: AppError = Exception.__new__(_KINDS[code.kind])
+        self.error_code = code
+        self.message = None
+        self.details = {}
+        self.remote = None
+        self.event_id = None
+        self.status_override = None
+        self.headers = {}
+        self.__cause__ = cause
+        Exception.__init__(self, code.title)
+        return self
+
     # The code's properties, for convenience at the catch site.
     @property
     def code(self) -> str:
@@ -286,12 +302,18 @@ def error_for_http_status(
     return AppError(code, message, status=status, headers=own, details=details)
 
 
+_MAX_RESOLVED = 4096
+
+
 class ExceptionMapper:
     """Exception types -> code ids, looked up along the MRO; plus fallback translators."""
 
     def __init__(self) -> None:
         self._types: dict[type[BaseException], str] = {}
-        self._translators: list[Translator] = []
+        # Replaced, never changed in place: ``translate`` iterates it without copying.
+        self._translators: tuple[Translator, ...] = ()
+        # The lookup's result per exception class (None: no mapping), cleared on register.
+        self._resolved: dict[type[BaseException], str | None] = {}
         self._lock = threading.Lock()
 
     def register(self, exc_type: type[BaseException], code: str) -> None:
@@ -301,6 +323,7 @@ class ExceptionMapper:
         registry.get(code)  # fail loudly now on an unknown code, not at the first error
         with self._lock:
             self._types[exc_type] = code
+            self._resolved.clear()
 
     def add_translator(self, translator: Translator, *, first: bool = False) -> None:
         """Add a callable that turns a foreign exception into an AppError, or returns None."""
@@ -308,17 +331,27 @@ class ExceptionMapper:
             if translator in self._translators:
                 return
             if first:
-                self._translators.insert(0, translator)
+                self._translators = (translator, *self._translators)
             else:
-                self._translators.append(translator)
+                self._translators = (*self._translators, translator)
 
     def lookup(self, exc: BaseException) -> str | None:
         """The code of the most specific registered type in ``exc``'s MRO, or None."""
-        for klass in type(exc).__mro__:
-            code = self._types.get(klass)
+        klass = type(exc)
+        try:
+            return self._resolved[klass]
+        except KeyError:
+            pass
+        code = None
+        for base in klass.__mro__:
+            code = self._types.get(base)
             if code is not None:
-                return code
-        return None
+                break
+        with self._lock:
+            if len(self._resolved) >= _MAX_RESOLVED:  # classes made at run time: bounded
+                self._resolved.clear()
+            self._resolved[klass] = code
+        return code
 
     def translate(self, exc: BaseException) -> AppError:
         """Turn any exception into an :class:`AppError`; never raises."""
@@ -326,7 +359,7 @@ class ExceptionMapper:
             return exc
         code = self.lookup(exc)
         if code is None:
-            for translator in list(self._translators):
+            for translator in self._translators:
                 try:
                     translated = translator(exc)
                 except Exception:  # a translator bug must not turn into a second failure
@@ -337,7 +370,10 @@ class ExceptionMapper:
                         translated.__cause__ = exc
                     return translated
             code = "INTERNAL"
-        return AppError(code, None, cause=exc)
+        found = registry.find(code)
+        if found is None:  # a mapping to a code removed from the registry since
+            return AppError(code, None, cause=exc)
+        return AppError._translated(found, exc)
 
 
 mapper = ExceptionMapper()

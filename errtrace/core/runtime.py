@@ -169,18 +169,20 @@ class Runtime:
         if ctx is not None and set_context:
             ctx.err_code = err.code
             ctx.event_id = event_id
+        code = err.error_code
+        fails = code.level <= Level.MODERATE
         cause = err.cause
-        details = client_details(err)
+        details = err.details
         event = ErrorEvent(
             event_id=event_id,
             timestamp=time.time(),
-            code=err.code,
-            level=int(err.level),
-            title=err.error_code.title,
+            code=code.id,
+            level=int(code.level),
+            title=code.title,
             message=err.message,
-            http_status=err.http_status if err.level.fails_request else None,
-            grpc_status=err.grpc_status if err.level.fails_request else None,
-            retryable=err.retryable,
+            http_status=err.http_status if fails else None,
+            grpc_status=err.grpc_status if fails else None,
+            retryable=code.retryable,
             trace_id=ctx.trace_id if ctx else None,
             span_id=ctx.span_id if ctx else None,
             parent_span_id=ctx.parent_span_id if ctx else None,
@@ -190,12 +192,12 @@ class Runtime:
             method=method,
             route=route,
             exception_type=_qualname(cause) if cause is not None else None,
-            details=details,
-            caused_by=caused_by(err),
+            details=client_details(err) if details else {},
+            caused_by=caused_by(err) if err.remote is not None else [],
             outgoing_spans=list(ctx.outgoing_spans) if ctx and ctx.outgoing_spans else [],
             response_started=response_started,
             private_exception=_describe(cause) if cause is not None else None,
-            private_provider_text=_text(err.details.get("_provider_text")),
+            private_provider_text=_text(details.get("_provider_text")) if details else None,
         )
         actions = self.policy.actions_for(err.error_code)
         self.events.add(event)
