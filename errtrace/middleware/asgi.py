@@ -69,26 +69,28 @@ class ErrtraceMiddleware:
         for name, value in scope["headers"]:
             key = inbound.get(name)
             if key is not None:
-                carrier.setdefault(key, []).append(value.decode("latin-1"))
+                values = carrier.get(key)
+                if values is None:
+                    carrier[key] = [value.decode("latin-1")]
+                else:
+                    values.append(value.decode("latin-1"))
         ctx = runtime.start(carrier, collected_getter)
         token = bind(ctx)
         trace_name = self._trace_header
         trace_header = (trace_name, ctx.trace_id.encode("latin-1"))
-        started = finished = event_stream = False
+        started = finished = False
+        sent_headers: list[tuple[bytes, bytes]] = []
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal started, finished, event_stream
+            nonlocal started, finished, sent_headers
             kind = message["type"]
             if kind == "http.response.start":
                 started = True
-                headers = list(message.get("headers", ()))
-                has_trace = False
-                for name, value in headers:
-                    if name == b"content-type":
-                        event_stream = value.startswith(b"text/event-stream")
-                    elif name == trace_name:
-                        has_trace = True
-                if not has_trace:
+                sent_headers = headers = list(message.get("headers", ()))
+                for name, _ in headers:
+                    if name == trace_name:
+                        break
+                else:
                     headers.append(trace_header)
                 message["headers"] = headers
             elif kind == "http.response.body" and not message.get("more_body", False):
@@ -110,7 +112,7 @@ class ErrtraceMiddleware:
                 if not started:
                     await self._respond(failure, ctx, scope, receive, send_wrapper)
                 elif not finished:
-                    await self._end_stream(failure, ctx, send, event_stream)
+                    await self._end_stream(failure, ctx, send, _is_event_stream(sent_headers))
             except OSError:
                 pass  # the client is gone; the error is recorded already
         finally:
@@ -144,6 +146,13 @@ class ErrtraceMiddleware:
         if event_stream and self.runtime.config.sse_error_event:
             body = sse_error_event(failure.error, ctx, self.runtime.config)
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _is_event_stream(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return value.startswith(b"text/event-stream")
+    return False
 
 
 class _RewritingSend:
