@@ -402,3 +402,33 @@ def test_client_cancelling_a_stream_is_not_an_error(mode: str) -> None:
         again.cancel()
     assert seen["trace_id"] == TRACE_ID
     assert events == []
+
+
+def test_level_0_error_exits_after_the_status_went_out(mode: str) -> None:
+    from errtrace.core.config import Config
+    from errtrace.core.runtime import Runtime
+
+    runtime = Runtime(Config(exit_on_fatal=True))
+    exits = threading.Event()
+    calls: list[str] = []
+
+    def exit_handler() -> None:
+        calls.append("exit")
+        exits.set()
+
+    runtime.exit_handler = exit_handler
+    interceptors = (
+        errtrace.grpc_server_interceptors(runtime=runtime)
+        if mode == "sync"
+        else errtrace.grpc_aio_server_interceptors(runtime=runtime)
+    )
+    with serve(mode, interceptors) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        internal = invoke(ch, "Unary", "app:INTERNAL")
+        assert internal.code is grpc.StatusCode.INTERNAL
+        assert not exits.wait(0.3) and calls == []  # level 1: no exit
+        fatal = invoke(ch, "Unary", "app:AI_PROCESS_UNSAFE")
+        # The caller got its answer; the exit runs once the status was sent.
+        assert fatal.error is not None and fatal.code is not grpc.StatusCode.OK
+        assert fatal.trailing()["x-error-code"] == "AI_PROCESS_UNSAFE"
+        assert exits.wait(5)
+    assert calls == ["exit"]

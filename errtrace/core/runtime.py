@@ -256,16 +256,22 @@ class Runtime:
             writer = self._writer = ErrorWriter(self.config)
         return writer.response(err, ctx, err.event_id)
 
+    def needs_after_response(self, failure: Failure) -> bool:
+        """True when :meth:`after_response` has something to do for ``failure`` (a
+        level 0 exit), so that adapters only schedule it then."""
+        err = failure.error
+        return (
+            err.level is Level.FATAL
+            and self.config.exit_on_fatal
+            and "exit" in self.policy.actions_for(err.error_code)
+        )
+
     def after_response(self, failure: Failure | None) -> None:
         """Run what must wait until the client was answered (a level 0 exit)."""
         if failure is None:
             return
         err = failure.error
-        if (
-            err.level is Level.FATAL
-            and self.config.exit_on_fatal
-            and "exit" in self.policy.actions_for(err.error_code)
-        ):
+        if self.needs_after_response(failure):
             log.critical("errtrace: level 0 error %s: stopping the process", err.code)
             failsafe(self.exit_handler, what="exit handler")
 

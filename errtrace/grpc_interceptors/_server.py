@@ -137,7 +137,8 @@ class ServerBase:
         """Record ``exc`` and build the status that answers it."""
         runtime = self.runtime
         failure = runtime.fail(exc, ctx, transport="grpc", method=method, response_started=started)
-        _when_done(context, lambda: runtime.after_response(failure))
+        if runtime.needs_after_response(failure):  # a level 0 exit, after the status went out
+            _when_done(context, lambda: runtime.after_response(failure))
         status = error_status(
             failure.error,
             ctx,
