@@ -8,11 +8,19 @@ For a sync (``grpc.server``) and an aio (``grpc.aio.server``) server, each of:
                        (SDK ``TracerProvider`` + ``SimpleSpanProcessor(InMemorySpanExporter)``)
 * ``grpc-interceptor`` ``ExceptionToStatusInterceptor`` / ``AsyncExceptionToStatusInterceptor``
 
-serves two unary methods over ``StringValue`` messages (not raw bytes: grpc-interceptor
-takes any iterable response, bytes included, for a stream): ``Ok`` (returns the request)
-and ``Fail`` (raises ``ConnectionError``, which each interceptor answers its own way: errtrace with
-UNAVAILABLE + rich details, grpc-interceptor with UNKNOWN, OpenTelemetry records it and
-lets grpc answer UNKNOWN). A plain sync client makes ``--calls`` blocking calls per batch
+serves three unary methods over ``StringValue`` messages (not raw bytes: grpc-interceptor
+takes any iterable response, bytes included, for a stream):
+
+* ``Ok`` returns the request.
+* ``Fail`` raises ``ConnectionError``, an exception no peer knows; each answers it its own
+  way: errtrace maps it to UNAVAILABLE with rich details, grpc-interceptor re-raises it
+  and grpc answers UNKNOWN, OpenTelemetry records it and grpc answers UNKNOWN.
+* ``Mapped`` answers UNAVAILABLE the way each variant's users would write it: ``bare``
+  and ``otel`` call ``context.abort(UNAVAILABLE, ...)`` in the handler, grpc-interceptor's
+  handler raises its ``Unavailable`` exception, errtrace's raises
+  ``AppError("UPSTREAM_UNAVAILABLE")``. Every variant then does the work of turning a
+  failure into a status; the client checks that each answers UNAVAILABLE.
+ A plain sync client makes ``--calls`` blocking calls per batch
 over a real 127.0.0.1 channel; batches of all variants are interleaved, ``--reps`` times,
 and the median µs/call is reported with its ratio to ``bare`` and the µs added.
 
@@ -39,7 +47,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent import futures
 from typing import Any
 
@@ -66,13 +74,62 @@ async def _afail(request: StringValue, context: Any) -> StringValue:
     raise ConnectionError("database at 10.0.0.7 refused the connection")
 
 
-def _handler(ok: Callable[..., Any], fail: Callable[..., Any]) -> grpc.GenericRpcHandler:
+MAPPED_TEXT = "the database is unavailable"
+
+
+def _abort(request: StringValue, context: Any) -> StringValue:
+    context.abort(grpc.StatusCode.UNAVAILABLE, MAPPED_TEXT)
+    raise AssertionError("abort returns only by raising")
+
+
+async def _aabort(request: StringValue, context: Any) -> StringValue:
+    await context.abort(grpc.StatusCode.UNAVAILABLE, MAPPED_TEXT)
+    raise AssertionError("abort returns only by raising")
+
+
+def _raise_app_error(request: StringValue, context: Any) -> StringValue:
+    import errtrace
+
+    raise errtrace.AppError("UPSTREAM_UNAVAILABLE", MAPPED_TEXT)
+
+
+async def _araise_app_error(request: StringValue, context: Any) -> StringValue:
+    import errtrace
+
+    raise errtrace.AppError("UPSTREAM_UNAVAILABLE", MAPPED_TEXT)
+
+
+def _raise_unavailable(request: StringValue, context: Any) -> StringValue:
+    from grpc_interceptor.exceptions import Unavailable
+
+    raise Unavailable(MAPPED_TEXT)
+
+
+async def _araise_unavailable(request: StringValue, context: Any) -> StringValue:
+    from grpc_interceptor.exceptions import Unavailable
+
+    raise Unavailable(MAPPED_TEXT)
+
+
+# How each variant's handler answers UNAVAILABLE, as its users would write it.
+MAPPED = {
+    "sync": {"errtrace": _raise_app_error, "grpc-interceptor": _raise_unavailable},
+    "aio": {"errtrace": _araise_app_error, "grpc-interceptor": _araise_unavailable},
+}
+METHODS = ("Ok", "Fail", "Mapped")
+
+
+def _handler(mode: str, variant: str) -> grpc.GenericRpcHandler:
+    if mode == "sync":
+        ok, fail, mapped = _ok, _fail, MAPPED["sync"].get(variant, _abort)
+    else:
+        ok, fail, mapped = _aok, _afail, MAPPED["aio"].get(variant, _aabort)
     return grpc.method_handlers_generic_handler(SERVICE, {
         name: grpc.unary_unary_rpc_method_handler(
             fn, request_deserializer=StringValue.FromString,
             response_serializer=StringValue.SerializeToString,
         )
-        for name, fn in (("Ok", ok), ("Fail", fail))
+        for name, fn in (("Ok", ok), ("Fail", fail), ("Mapped", mapped))
     })
 
 
@@ -123,11 +180,12 @@ def _tracer_provider() -> Any:
 
 
 class SyncServer:
-    def __init__(self, interceptors: list[Any]) -> None:
+    def __init__(self, variant: str) -> None:
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=4), interceptors=interceptors
+            futures.ThreadPoolExecutor(max_workers=4),
+            interceptors=_interceptors("sync", variant),
         )
-        self.server.add_generic_rpc_handlers((_handler(_ok, _fail),))
+        self.server.add_generic_rpc_handlers((_handler("sync", variant),))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
@@ -136,14 +194,14 @@ class SyncServer:
 
 
 class AioServer:
-    def __init__(self, interceptors: list[Any]) -> None:
+    def __init__(self, variant: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.port = 0
         ready = threading.Event()
 
         async def start() -> None:
-            self.server = grpc.aio.server(interceptors=interceptors)
-            self.server.add_generic_rpc_handlers((_handler(_aok, _afail),))
+            self.server = grpc.aio.server(interceptors=_interceptors("aio", variant))
+            self.server.add_generic_rpc_handlers((_handler("aio", variant),))
             self.port = self.server.add_insecure_port("127.0.0.1:0")
             await self.server.start()
 
@@ -184,7 +242,7 @@ def _methods(ports: dict[str, int]) -> tuple[list[grpc.Channel], dict[str, Any]]
     for server_key, port in ports.items():
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         channels.append(channel)
-        for name in ("Ok", "Fail"):
+        for name in METHODS:
             methods[f"{server_key}/{name}"] = channel.unary_unary(
                 f"/{SERVICE}/{name}",
                 request_serializer=StringValue.SerializeToString,
@@ -193,18 +251,41 @@ def _methods(ports: dict[str, int]) -> tuple[list[grpc.Channel], dict[str, Any]]
     return channels, methods
 
 
+def _check(methods: dict[str, Any]) -> None:
+    """Fail loudly if a variant does not answer as the comparison assumes."""
+    payload = StringValue(value="check")
+    for key, method in methods.items():
+        if key.endswith("/Ok"):
+            assert method(payload, timeout=10) == payload, key
+            continue
+        try:
+            method(payload, timeout=10)
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details()
+        else:
+            raise AssertionError(f"{key} did not fail")
+        if key.endswith("/Mapped"):
+            assert code == grpc.StatusCode.UNAVAILABLE, (key, code)
+            assert details == MAPPED_TEXT, (key, details)
+        elif "/errtrace/" in key:
+            assert code == grpc.StatusCode.UNAVAILABLE, (key, code)
+        else:
+            assert code == grpc.StatusCode.UNKNOWN, (key, code)
+
+
 def measure(ports: dict[str, int], calls: int, reps: int) -> dict[str, list[float]]:
     """Interleaved batches against every server; µs/call samples per "mode/variant/method"."""
     channels, methods = _methods(ports)
     samples: dict[str, list[float]] = {key: [] for key in methods}
     try:
+        _check(methods)
         for key, method in methods.items():  # warm up channels, caches, code paths
-            _batch(method, max(50, calls // 4), key.endswith("/Fail"))
+            _batch(method, max(50, calls // 4), not key.endswith("/Ok"))
         order = list(methods)
         for _ in range(reps):
             random.shuffle(order)
             for key in order:
-                samples[key].append(_batch(methods[key], calls, key.endswith("/Fail")))
+                samples[key].append(_batch(methods[key], calls, not key.endswith("/Ok")))
             if _EXPORTER is not None:
                 _EXPORTER.clear()
     finally:
@@ -248,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for mode in modes:
             for variant in variants:
                 klass = SyncServer if mode == "sync" else AioServer
-                servers[f"{mode}/{variant}"] = klass(_interceptors(mode, variant))
+                servers[f"{mode}/{variant}"] = klass(variant)
         ports = {key: server.port for key, server in servers.items()}
         if args.same_process:
             samples = measure(ports, args.calls, args.reps)
@@ -266,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("| server | method | variant | median µs/call | x bare | added µs |")
     print("|---|---|---|---:|---:|---:|")
     for mode in modes:
-        for name in ("Ok", "Fail"):
+        for name in METHODS:
             bare = statistics.median(samples[f"{mode}/bare/{name}"])
             for variant in variants:
                 value = statistics.median(samples[f"{mode}/{variant}/{name}"])
