@@ -66,6 +66,35 @@ async def test_new_trace_when_none_or_invalid() -> None:
     assert r2.headers["x-trace-id"] not in ("0" * 32, r1.headers["x-trace-id"])
 
 
+SHARED_HEADERS = [(b"content-type", b"text/plain")]
+
+
+async def shared_headers_app(scope: Scope, receive: Receive, send: Send) -> None:
+    # One header list for every response, as a module-level response object would have.
+    await send({"type": "http.response.start", "status": 200, "headers": SHARED_HEADERS})
+    await send({"type": "http.response.body", "body": b"hi"})
+
+
+async def own_trace_header_app(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"x-trace-id", b"set-by-the-app")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def test_each_response_gets_its_own_trace_id_and_the_apps_list_is_untouched() -> None:
+    async with client(ErrtraceMiddleware(shared_headers_app)) as c:
+        first = await c.get("/")
+        second = await c.get("/")
+    assert first.headers["x-trace-id"] != second.headers["x-trace-id"]
+    assert SHARED_HEADERS == [(b"content-type", b"text/plain")]
+
+
+async def test_a_trace_id_header_set_by_the_app_is_kept_not_doubled() -> None:
+    async with client(ErrtraceMiddleware(own_trace_header_app)) as c:
+        r = await c.get("/", headers={"traceparent": TRACEPARENT})
+    assert r.headers.get_list("x-trace-id") == ["set-by-the-app"]
+
+
 async def test_unhandled_exception_becomes_internal_without_leaking() -> None:
     with errtrace.testing.capture_events() as events:
         async with client(ErrtraceMiddleware(raising_app)) as c:

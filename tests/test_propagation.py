@@ -273,6 +273,28 @@ def test_invalid_biz_code_dropped_and_counted(bad: str) -> None:
     assert stats.get("biz_code_rejected") == 1
 
 
+def test_biz_code_verdicts_are_remembered_and_rejections_still_counted() -> None:
+    for _ in range(3):
+        assert extract({"x-biz-code": "tenant-42"}, dict_getter).biz_code == "tenant-42"
+        assert extract({"x-biz-code": "<script>"}, dict_getter).biz_code is None
+    assert stats.get("biz_code_rejected") == 3
+
+
+def test_biz_code_memo_is_bounded_and_per_pattern() -> None:
+    import re
+    from dataclasses import replace
+
+    settings = replace(DEFAULT_SETTINGS)
+    for i in range(3000):  # a client sending a new value with every request
+        assert extract({"x-biz-code": f"v{i}"}, dict_getter, settings).biz_code == f"v{i}"
+    assert len(settings._biz_seen) <= 1024
+    # A value the default pattern accepted is judged again under another pattern.
+    assert extract({"x-biz-code": "tenant-42"}, dict_getter).biz_code == "tenant-42"
+    strict = replace(DEFAULT_SETTINGS, biz_pattern=re.compile(r"t\d+"))
+    assert extract({"x-biz-code": "tenant-42"}, dict_getter, strict).biz_code is None
+    assert extract({"x-biz-code": "t7"}, dict_getter, strict).biz_code == "t7"
+
+
 def test_biz_code_from_baggage_when_no_header() -> None:
     ctx = extract({"baggage": "other=1,biz.code=payment"}, dict_getter)
     assert ctx.biz_code == "payment"

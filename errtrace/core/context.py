@@ -10,7 +10,7 @@ threads. Starlette's threadpool and ``asyncio`` tasks copy the contextvars, so
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -78,11 +78,7 @@ def current() -> ErrorContext | None:
     return _current.get()
 
 
-def bind(ctx: ErrorContext | None) -> contextvars.Token[ErrorContext | None]:
-    """Make ``ctx`` current; keep the token and pass it to :func:`reset`."""
-    return _current.set(ctx)
-
-
-def reset(token: contextvars.Token[ErrorContext | None]) -> None:
-    """Undo a :func:`bind`."""
-    _current.reset(token)
+# bind(ctx) makes ``ctx`` current and returns a token; reset(token) undoes it. They are
+# the ContextVar's own methods, so that the call on every request is a C call.
+bind: Callable[[ErrorContext | None], contextvars.Token[ErrorContext | None]] = _current.set
+reset: Callable[[contextvars.Token[ErrorContext | None]], None] = _current.reset

@@ -39,14 +39,14 @@ class RandomIds:
         value = _bits(128)
         while not value:
             value = _bits(128)
-        return f"{value:032x}"
+        return value.to_bytes(16, "big").hex()  # faster than f"{value:032x}"
 
     def span_id(self) -> str:
         """A new random span id."""
         value = _bits(64)
         while not value:
             value = _bits(64)
-        return f"{value:016x}"
+        return value.to_bytes(8, "big").hex()
 
 
 class _Generators:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import quote, unquote
 
@@ -77,18 +77,8 @@ class DictSetter:
         carrier[key] = value
 
 
-class CollectedGetter:
-    """Getter for ``{lower-case name: [values]}`` gathered by an adapter in one pass
-    over its headers (see :meth:`PropagationSettings.inbound_names`)."""
-
-    def get(self, carrier: Mapping[str, list[str]], key: str) -> Sequence[str] | None:
-        """Values of ``key`` (already lower-case)."""
-        return carrier.get(key)
-
-
 dict_getter = DictGetter()
 dict_setter = DictSetter()
-collected_getter = CollectedGetter()
 
 
 @dataclass(frozen=True)
@@ -100,6 +90,10 @@ class PropagationSettings:
     baggage_biz_key: str = "biz.code"
     max_header_bytes: int = 8192
     sample_new_traces: bool = True
+    _biz_seen: dict[str, bool] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """Values already checked against ``biz_pattern`` (bounded; see validate_biz_code)."""
 
     @property
     def inbound_names(self) -> tuple[str, ...]:
@@ -113,8 +107,8 @@ DEFAULT_SETTINGS = PropagationSettings()
 
 _OWS = " \t"
 _TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_TRACEPARENT_00_RE = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _FLAGS = {f"{flags:02x}": flags for flags in range(256)}
-_new_tuple = tuple.__new__
 _KEPT_FLAGS = FLAG_SAMPLED | FLAG_RANDOM
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
@@ -143,7 +137,15 @@ def parse_traceparent(value: str) -> TraceParent | None:
     (future) version is parsed by its 55-character prefix, which must be followed by
     the end or a ``-``. Upper-case hex and all-zero ids are invalid.
     """
-    if not (len(value) == 55 and value[:3] == "00-"):  # the common case skips all this
+    parsed = _parse_traceparent(value)
+    return None if parsed is None else TraceParent(*parsed)
+
+
+def _parse_traceparent(value: str) -> tuple[str, str, int] | None:
+    # The common case (version 00, exactly 55 characters) is one regex and one split.
+    if _TRACEPARENT_00_RE.fullmatch(value) is not None:
+        _, trace_id, parent_id, flags = value.split("-")
+    else:
         if len(value) > 1024:
             return None
         value = value.strip(_OWS)
@@ -155,14 +157,12 @@ def parse_traceparent(value: str) -> TraceParent | None:
                 return None
         elif version == "ff" or (len(value) > 55 and value[55] != "-"):
             return None
-    if _TRACEPARENT_RE.fullmatch(value, 0, 55) is None:
-        return None
-    trace_id = value[3:35]
-    parent_id = value[36:52]
+        if _TRACEPARENT_RE.fullmatch(value, 0, 55) is None:
+            return None
+        trace_id, parent_id, flags = value[3:35], value[36:52], value[53:55]
     if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
         return None
-    # tuple.__new__ skips the NamedTuple's Python-level constructor (on every request).
-    return _new_tuple(TraceParent, (trace_id, parent_id, _FLAGS[value[53:55]]))
+    return trace_id, parent_id, _FLAGS[flags]
 
 
 def parse_tracestate(values: Sequence[str] | None, max_bytes: int = 8192) -> str | None:
@@ -297,11 +297,29 @@ def format_baggage(members: Sequence[tuple[str, str, str]]) -> str:
 # --- business code --------------------------------------------------------------------
 
 
+_BIZ_SEEN_MAX = 1024
+
+
 def validate_biz_code(value: str | None, settings: PropagationSettings) -> str | None:
-    """``value`` if it matches the configured pattern, else None (and counted)."""
+    """``value`` if it matches the configured pattern, else None (and counted).
+
+    Business codes come from a small set, so verdicts are remembered per settings
+    object; the memo is emptied when it reaches 1024 values, which bounds it against
+    a client sending a new value with every request.
+    """
     if value is None:
         return None
-    if len(value) <= 256 and settings.biz_pattern.fullmatch(value):
+    seen = settings._biz_seen
+    valid = seen.get(value)
+    if valid is None:
+        if len(value) > 256:
+            stats.incr("biz_code_rejected")
+            return None
+        valid = settings.biz_pattern.fullmatch(value) is not None
+        if len(seen) >= _BIZ_SEEN_MAX:
+            seen.clear()
+        seen[value] = valid
+    if valid:
         return value
     stats.incr("biz_code_rejected")
     return None
@@ -319,14 +337,35 @@ def extract(
     ambiguous and start a new trace); this hop gets a new span id with the caller's as
     parent. An inbound ``X-Error-Code`` is never read: a client does not set our codes.
     """
-    # This runs on every request: the getter's bound method is looked up once, and the
-    # common case (one valid traceparent, no tracestate or baggage) makes few calls.
+    return extract_collected(collect(carrier, getter, settings), settings)
+
+
+def collect(
+    carrier: C, getter: Getter[C], settings: PropagationSettings = DEFAULT_SETTINGS
+) -> dict[str, Sequence[str]]:
+    """The values :func:`extract_collected` reads, from any carrier through its getter."""
     get = getter.get
+    collected: dict[str, Sequence[str]] = {}
+    for name in (TRACEPARENT, TRACESTATE, BAGGAGE, settings.biz_header):
+        values = get(carrier, name)
+        if values:
+            collected[name] = values
+    return collected
+
+
+def extract_collected(
+    carrier: Mapping[str, Sequence[str]], settings: PropagationSettings = DEFAULT_SETTINGS
+) -> ErrorContext:
+    """:func:`extract` over ``{lower-case name: [values]}``, as adapters gather it in
+    one pass over their headers (see :attr:`PropagationSettings.inbound_names`)."""
+    # This runs on every request: the common case (one valid traceparent, no
+    # tracestate or baggage) makes as few calls as it can.
+    get = carrier.get
     parent = None
-    values = get(carrier, TRACEPARENT)
+    values = get(TRACEPARENT)
     if values:
         if len(values) == 1:
-            parent = parse_traceparent(values[0])
+            parent = _parse_traceparent(values[0])
         if parent is None:
             stats.incr("traceparent_invalid")
     gen = _Generators.current
@@ -335,20 +374,22 @@ def extract(
         # Level 2: unknown flag bits are not propagated; sampled and random are kept.
         ctx = ErrorContext(trace_id, gen.span_id(), parent_id, flags & _KEPT_FLAGS)
         ctx.remote = True
-        state = get(carrier, TRACESTATE)
+        state = get(TRACESTATE)
         if state:
             ctx.tracestate = parse_tracestate(state, settings.max_header_bytes)
     else:
         flags = FLAG_RANDOM | (FLAG_SAMPLED if settings.sample_new_traces else 0)
         ctx = ErrorContext(gen.trace_id(), gen.span_id(), None, flags)
 
-    raw_baggage = get(carrier, BAGGAGE)
+    raw_baggage = get(BAGGAGE)
     if raw_baggage:
         ctx.baggage = parse_baggage(raw_baggage, settings.max_header_bytes)
-    biz_values = get(carrier, settings.biz_header)
+    biz_values = get(settings.biz_header)
     biz = None
     if biz_values:
-        biz = validate_biz_code(biz_values[0].strip(_OWS), settings)
+        biz = biz_values[0].strip(_OWS)
+        if not settings._biz_seen.get(biz):  # a value seen valid before skips the call
+            biz = validate_biz_code(biz, settings)
     if biz is None and raw_baggage:
         for key, value, _ in ctx.baggage:
             if key == settings.baggage_biz_key:

@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,7 +40,14 @@ from errtrace.core.events import ErrorEvent, EventBuffer, events
 from errtrace.core.ids import new_event_id
 from errtrace.core.levels import Level
 from errtrace.core.policy import NO_RESULT, Policy, failsafe, policy
-from errtrace.core.propagation import Getter, Setter, extract, inject, new_root_context
+from errtrace.core.propagation import (
+    Getter,
+    Setter,
+    collect,
+    extract_collected,
+    inject,
+    new_root_context,
+)
 from errtrace.core.stats import stats
 
 log = logging.getLogger("errtrace")
@@ -109,7 +116,12 @@ class Runtime:
 
     def start(self, carrier: C, getter: Getter[C]) -> ErrorContext:
         """This hop's context from an inbound carrier (never raises on bad input)."""
-        ctx = extract(carrier, getter, self.config.propagation)
+        return self.start_collected(collect(carrier, getter, self.config.propagation))
+
+    def start_collected(self, carrier: Mapping[str, Sequence[str]]) -> ErrorContext:
+        """:meth:`start` over ``{lower-case name: [values]}`` gathered by an adapter in
+        one pass over its headers (names: ``config.propagation.inbound_names``)."""
+        ctx = extract_collected(carrier, self.config.propagation)
         ctx.runtime = self
         source = self.span_source
         if source is not None:

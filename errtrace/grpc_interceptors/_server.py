@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 
 from errtrace.core.context import ErrorContext, bind, reset
-from errtrace.core.propagation import collected_getter
 from errtrace.core.runtime import Failure, Runtime
 from errtrace.grpc_interceptors._metadata import merged
 from errtrace.grpc_interceptors._status import Status, error_status
@@ -111,7 +110,7 @@ class ServerBase:
         for key, value in context.invocation_metadata() or ():
             if key in inbound and isinstance(value, str):
                 carrier.setdefault(key, []).append(value)
-        return self.runtime.start(carrier, collected_getter)
+        return self.runtime.start_collected(carrier)
 
     def _succeeded(self, context: Any, ctx: ErrorContext) -> None:
         """A call ended well: its trailers get ``x-trace-id`` only when configured."""

@@ -17,7 +17,6 @@ from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext, bind, reset
 from errtrace.core.encoding import encode_headers, sse_error_event
 from errtrace.core.policy import NO_RESULT
-from errtrace.core.propagation import collected_getter
 from errtrace.core.runtime import Failure, Runtime, plain_fallback_response, resolve_runtime
 
 Scope = MutableMapping[str, Any]
@@ -67,32 +66,31 @@ class ErrtraceMiddleware:
         inbound = self._inbound
         carrier: dict[str, list[str]] = {}
         for name, value in scope["headers"]:
-            key = inbound.get(name)
-            if key is not None:
+            if name in inbound:
+                key = inbound[name]
                 values = carrier.get(key)
                 if values is None:
                     carrier[key] = [value.decode("latin-1")]
                 else:
                     values.append(value.decode("latin-1"))
-        ctx = runtime.start(carrier, collected_getter)
+        ctx = runtime.start_collected(carrier)
         token = bind(ctx)
         trace_name = self._trace_header
-        trace_header = (trace_name, ctx.trace_id.encode("latin-1"))
-        started = finished = False
-        sent_headers: list[tuple[bytes, bytes]] = []
+        trace_header = (trace_name, ctx.trace_id.encode())
+        start_message: Message | None = None
+        finished = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal started, finished, sent_headers
+            nonlocal start_message, finished
             kind = message["type"]
             if kind == "http.response.start":
-                started = True
-                sent_headers = headers = list(message.get("headers", ()))
+                start_message = message
+                headers = message.get("headers", ())
                 for name, _ in headers:
                     if name == trace_name:
                         break
-                else:
-                    headers.append(trace_header)
-                message["headers"] = headers
+                else:  # a copy: the app may reuse its header list
+                    message["headers"] = [*headers, trace_header]
             elif kind == "http.response.body" and not message.get("more_body", False):
                 finished = True
             await send(message)
@@ -104,15 +102,17 @@ class ErrtraceMiddleware:
         try:
             await self.app(scope, receive, app_send)
         except Exception as exc:
+            started = start_message is not None
             failure = runtime.fail(
                 exc, ctx, transport="http", method=scope.get("method"),
                 route=scope.get("path"), response_started=started,
             )
             try:
-                if not started:
+                if start_message is None:
                     await self._respond(failure, ctx, scope, receive, send_wrapper)
                 elif not finished:
-                    await self._end_stream(failure, ctx, send, _is_event_stream(sent_headers))
+                    event_stream = _is_event_stream(start_message.get("headers", ()))
+                    await self._end_stream(failure, ctx, send, event_stream)
             except OSError:
                 pass  # the client is gone; the error is recorded already
         finally:
