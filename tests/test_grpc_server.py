@@ -200,6 +200,34 @@ def test_handler_abort_passes_through_untouched(channel: grpc.Channel, kind: str
     assert events == []
 
 
+class _PublicOnlyContext:
+    """A servicer context that shows only the public API (no private abort mark)."""
+
+    def __init__(self, code: grpc.StatusCode | None) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "aborted"),
+    [
+        (Exception(), grpc.StatusCode.PERMISSION_DENIED, True),  # what abort() raises
+        (Exception(), None, False),  # a bare Exception with no status set
+        (Exception(), grpc.StatusCode.OK, False),
+        (Exception("db down"), grpc.StatusCode.PERMISSION_DENIED, False),
+        (RuntimeError(), grpc.StatusCode.PERMISSION_DENIED, False),
+    ],
+)
+def test_abort_detection_without_the_private_mark(
+    exc: Exception, code: grpc.StatusCode | None, aborted: bool
+) -> None:
+    from errtrace.grpc_interceptors._server import aborted_by_handler
+
+    assert aborted_by_handler(_PublicOnlyContext(code), exc) is aborted
+
+
 @pytest.mark.parametrize("kind", ["Unary", "ClientStream"])
 def test_status_set_by_handler_is_kept(channel: grpc.Channel, kind: str) -> None:
     with capture_events() as events:

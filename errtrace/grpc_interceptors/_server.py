@@ -168,14 +168,20 @@ def _when_done(context: Any, callback: Callable[[], None]) -> None:
     context.add_done_callback(lambda _ctx: callback())  # aio
 
 
-def aborted_by_handler(context: Any) -> bool:
-    """True when ``context.abort``/``abort_with_status`` ran (sync server).
+def aborted_by_handler(context: Any, exc: BaseException) -> bool:
+    """True when ``exc`` is the sync server's own abort (``context.abort`` or
+    ``abort_with_status`` ran), which is not an application error.
 
-    The sync server's abort raises a bare ``Exception`` after marking the RPC state;
-    that mark is the only way to tell it apart from an application error.
+    That abort raises a bare ``Exception()`` after marking the RPC state; the mark is
+    the exact test. A grpc without that (private) state falls back to what the public
+    API shows: a bare ``Exception()`` while a non-OK status is set on the context.
     """
     state = getattr(context, "_state", None)
-    return bool(getattr(state, "aborted", False))
+    if state is not None and hasattr(state, "aborted"):
+        return bool(state.aborted)
+    if type(exc) is not Exception or exc.args:
+        return False
+    return _handler_code(context) is not None
 
 
 class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[type-arg]
@@ -196,7 +202,7 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
             try:
                 response = behavior(request, context)
             except Exception as exc:
-                if aborted_by_handler(context):
+                if aborted_by_handler(context, exc):
                     self._add_trace_id(context, ctx)
                     raise
                 failure, status = self._fail(exc, ctx, context, method, started=False)
@@ -232,7 +238,7 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
     def _failed_stream(
         self, exc: Exception, ctx: ErrorContext, context: Any, method: str
     ) -> Iterator[Any]:
-        if aborted_by_handler(context):
+        if aborted_by_handler(context, exc):
             self._add_trace_id(context, ctx)
             raise exc
         failure, status = self._fail(exc, ctx, context, method, started=False)
@@ -255,7 +261,7 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
                 except StopIteration:
                     break
                 except Exception as exc:
-                    if aborted_by_handler(context):
+                    if aborted_by_handler(context, exc):
                         self._add_trace_id(context, ctx)
                         raise
                     failure, status = self._fail(exc, ctx, context, method, started)
