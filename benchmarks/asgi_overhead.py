@@ -22,9 +22,12 @@ sockets, no server, so the middleware cost is not drowned in network noise. Case
 calibrated, warmed up, then run in interleaved rounds with a rotating order; the
 median per-request time over the rounds is reported.
 
-The ``errtrace`` logger (and ``starlette``'s) is disabled during the run: this measures
-the middleware path, not log formatting and I/O (an unhandled error would otherwise
-log a stack trace per request).
+By default the ``errtrace`` logger (and ``starlette``'s) is disabled during the run:
+this measures the middleware path, not log formatting and I/O. ``--server-log``
+measures the error route as deployed instead: an unhandled error is logged once with
+its stack either way, by errtrace itself or, for the other variants, by the ASGI server
+that receives Starlette's re-raise (uvicorn logs "Exception in ASGI application" with
+the stack); records are formatted and written to ``os.devnull``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import argparse
 import asyncio
 import contextvars
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -208,21 +212,25 @@ async def discard(message: Message) -> None:
 
 
 def make_batch(
-    app: ASGIApp, path: str, timer: Callable[[], float] = time.perf_counter
+    app: ASGIApp,
+    path: str,
+    timer: Callable[[], float] = time.perf_counter,
+    server_log: logging.Logger | None = None,
 ) -> Callable[[int], Awaitable[float]]:
-    """``batch(n)``: n requests to ``app``, timed; Starlette's re-raise is dropped."""
+    """``batch(n)``: n requests to ``app``, timed. Starlette's re-raise is dropped, or,
+    with ``server_log``, logged with its stack as an ASGI server does."""
     base = make_scope(path)
 
     async def batch(number: int) -> float:
         app_, base_, receive_, send_ = app, base, receive, discard
         start = timer()
         for _ in range(number):
-            # A bare try costs nothing in 3.11+; contextlib.suppress would add a
-            # context manager per request.
-            try:  # noqa: SIM105
+            try:
                 await app_(dict(base_), receive_, send_)
-            except RuntimeError:
-                pass  # ServerErrorMiddleware re-raises after its 500 (baselines only)
+            except RuntimeError as exc:
+                # ServerErrorMiddleware re-raises after its 500 (baselines only).
+                if server_log is not None:
+                    server_log.error("Exception in ASGI application\n", exc_info=exc)
         return timer() - start
 
     return batch
@@ -312,8 +320,13 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> N
     print(
         f"\n{args.rounds} interleaved rounds (rotating order) after warm-up; median µs per "
         f"request ({args.timer} time); ASGI app awaited directly (no sockets). "
-        "`errtrace` and `starlette` "
-        "loggers disabled: the middleware path is measured, not log I/O.\n"
+        + (
+            "Unhandled errors logged with their stack as deployed (errtrace's record, or "
+            "the ASGI server's for Starlette's re-raise), to os.devnull.\n"
+            if args.server_log
+            else "`errtrace` and `starlette` loggers disabled: the middleware path is "
+            "measured, not log I/O.\n"
+        )
     )
     rows = []
     for v in VARIANTS:
@@ -337,7 +350,9 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> N
     )
     print(
         "\nError route: bare/correlation/OTel/trivial answer with Starlette's plain-text 500"
-        " (then re-raise, dropped here); errtrace answers with problem+json and does not "
+        + (" (then re-raise, logged as a server does)" if args.server_log
+           else " (then re-raise, dropped here)")
+        + "; errtrace answers with problem+json and does not "
         "re-raise. Spread = (max - min) / median over the rounds.\n"
     )
 
@@ -382,9 +397,10 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> N
         f"trivial middleware added {added['success']['trivial']:.1f} µs "
         f"(= {TRIVIAL_FACTOR * added['success']['trivial']:.1f} µs)"
     )
+    mode = " (with the server's error log, as deployed)" if args.server_log else ""
     print(
-        f"{verdict(c)} (c) error path: errtrace problem+json total {err_total:.2f}x <= "
-        f"{ERROR_FACTOR:g}x Starlette's plain 500"
+        f"{verdict(c)} (c) error path{mode}: errtrace problem+json total {err_total:.2f}x "
+        f"<= {ERROR_FACTOR:g}x Starlette's plain 500"
     )
 
 
@@ -401,11 +417,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch-seconds", type=float, default=None, help="target time of one batch"
     )
+    parser.add_argument(
+        "--server-log",
+        action="store_true",
+        help="log each unhandled error with its stack, as deployed: errtrace's own log "
+        "record, and for the others the record an ASGI server (uvicorn) writes for the "
+        "exception Starlette re-raises; records are formatted and written to os.devnull",
+    )
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (5 if args.quick else 7)
     args.batch_seconds = args.batch_seconds or (0.06 if args.quick else 0.25)
 
-    logging.getLogger("errtrace").disabled = True
+    server_log: logging.Logger | None = None
+    if args.server_log:
+        sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 (process-long)
+        sink.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        server_log = logging.getLogger("bench.asgi_server")
+        for name in ("errtrace", server_log.name):
+            logger = logging.getLogger(name)
+            logger.addHandler(sink)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+    else:
+        logging.getLogger("errtrace").disabled = True
     logging.getLogger("starlette").disabled = True
 
     began = time.perf_counter()
@@ -418,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
             cases = {
                 v: async_case(
                     loop,
-                    make_batch(variants[v].app, path, TIMERS[args.timer]),
+                    make_batch(variants[v].app, path, TIMERS[args.timer], server_log),
                     teardown=variants[v].teardown,
                 )
                 for v in VARIANTS
