@@ -45,9 +45,14 @@ the caller's own (an unsupported URL scheme, a local protocol error) pass unchan
 The adapter raises; it does not record an event: the error reaches application code,
 and if nothing handles it the middleware records it once, with the chain.
 
-Limitation: raising happens inside the transport, before httpx's auth flow sees the
-response, so an auth that retries on a 401 (``httpx.DigestAuth``) needs
-``raise_errors=False`` plus :func:`error_from_response` on the final response.
+On a client from :func:`client`, :func:`async_client` or :func:`instrument_client`,
+the error is raised by the client's ``send`` once its auth and redirect flow is done:
+an auth that answers a 401 challenge and retries (``httpx.DigestAuth``) works, and
+only the final response can raise. The transports read and close an error response
+there and hand the client a closed copy holding the bounded body. An
+:class:`ErrtraceTransport` put on a plain client by hand raises inside the transport,
+before any auth flow sees the response; with a retrying auth, use an instrumented
+client, or ``raise_errors=False`` plus :func:`error_from_response`.
 """
 
 from __future__ import annotations
@@ -230,23 +235,34 @@ def error_from_response(
     )
 
 
-def _status_error(
-    request: httpx.Request, response: httpx.Response, body: bytes
-) -> httpx.HTTPStatusError:
-    # A closed copy holding what was read, so `exc.__cause__.response.content` works.
-    # The body is already decoded: drop the headers that describe the encoded one.
-    # Raw bytes: header values need not be ASCII, and re-encoding text would fail.
+def _closed_copy(request: httpx.Request, response: httpx.Response, body: bytes) -> httpx.Response:
+    # A closed copy holding what was read, so that `.content` works on it. The body is
+    # already decoded: drop the headers that describe the encoded one. Raw bytes:
+    # header values need not be ASCII, and re-encoding text would fail.
     headers = [
         (k, v) for k, v in response.headers.raw
         if k.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")
     ]
-    copy = httpx.Response(
+    extensions = dict(response.extensions)
+    extensions.pop(_DEFERRED, None)
+    return httpx.Response(
         response.status_code, headers=headers, content=body, request=request,
-        extensions=dict(response.extensions),
+        extensions=extensions,
     )
+
+
+def _status_error(
+    request: httpx.Request, response: httpx.Response, body: bytes
+) -> httpx.HTTPStatusError:
+    copy = _closed_copy(request, response, body)
     kind = "Client error" if response.status_code < 500 else "Server error"
     message = f"{kind} '{response.status_code} {copy.reason_phrase}' for url '{request.url}'"
     return httpx.HTTPStatusError(message, request=request, response=copy)
+
+
+# The extension key that marks an error response whose AppError the client's `send`
+# raises after its auth and redirect flow (its value: the transport's _Options).
+_DEFERRED = "errtrace.deferred_error"
 
 
 class _Options:
@@ -258,6 +274,18 @@ class _Options:
         self.raise_errors = raise_errors
         self.service = service
         self.llm_provider = llm_provider
+        self.defer = False
+        """Set by :func:`instrument_client`: hand error responses to the client's send."""
+
+    def answer(
+        self, request: httpx.Request, response: httpx.Response, body: bytes
+    ) -> httpx.Response:
+        """An error response's bounded copy, marked for the client's send (deferred)."""
+        if not self.defer:
+            raise self.http_error(request, response, body)
+        copy = _closed_copy(request, response, body)
+        copy.extensions[_DEFERRED] = self
+        return copy
 
     def wants_error(self, response: httpx.Response) -> bool:
         return self.raise_errors and response.status_code >= 400
@@ -346,7 +374,7 @@ class ErrtraceTransport(httpx.BaseTransport):
             if err is None:
                 raise
             raise err from exc
-        raise self.options.http_error(request, response, body)
+        return self.options.answer(request, response, body)
 
     def close(self) -> None:
         """Close the inner transport."""
@@ -384,7 +412,7 @@ class AsyncErrtraceTransport(httpx.AsyncBaseTransport):
             if err is None:
                 raise
             raise err from exc
-        raise self.options.http_error(request, response, body)
+        return self.options.answer(request, response, body)
 
     async def aclose(self) -> None:
         """Close the inner transport."""
@@ -423,12 +451,45 @@ def instrument_client(
     def wrap(inner: Any) -> Any:
         if inner is None or isinstance(inner, wrapper):
             return inner
-        return wrapper(inner, raise_errors=raise_errors, service=service, llm_provider=llm_provider)
+        transport = wrapper(
+            inner, raise_errors=raise_errors, service=service, llm_provider=llm_provider
+        )
+        transport.options.defer = raise_errors
+        return transport
 
     target: Any = client  # the same two private attributes on both client classes
     target._transport = wrap(target._transport)
     target._mounts = {pattern: wrap(t) for pattern, t in target._mounts.items()}
+    if raise_errors and not getattr(target.send, "_errtrace", False):
+        target.send = _raising_send(target.send, asynchronous=wrapper is AsyncErrtraceTransport)
     return client
+
+
+def _raise_deferred(response: httpx.Response) -> None:
+    options = response.extensions.pop(_DEFERRED, None)
+    if isinstance(options, _Options):
+        raise options.http_error(response.request, response, response.content)
+
+
+def _raising_send(send: Any, *, asynchronous: bool) -> Any:
+    """``send`` that raises a deferred error once the auth and redirect flow is done."""
+    if asynchronous:
+
+        async def async_send(*args: Any, **kwargs: Any) -> httpx.Response:
+            response: httpx.Response = await send(*args, **kwargs)
+            _raise_deferred(response)
+            return response
+
+        async_send._errtrace = True  # type: ignore[attr-defined]
+        return async_send
+
+    def sync_send(*args: Any, **kwargs: Any) -> httpx.Response:
+        response: httpx.Response = send(*args, **kwargs)
+        _raise_deferred(response)
+        return response
+
+    sync_send._errtrace = True  # type: ignore[attr-defined]
+    return sync_send
 
 
 def client(
