@@ -109,3 +109,87 @@ def test_every_builtin_code_round_trips_through_error_status(code_id: str) -> No
     assert back.retryable == err.retryable
     if err.retryable:
         assert back.retry_after == 3.25
+
+
+# --- the per-code fast path gives the neutral path's bytes ---------------------------------
+
+_CONTEXTS = [
+    None,
+    "root",  # a new trace, no business code
+    "biz",
+    "empty-biz",
+]
+
+
+def _context(kind: str | None) -> Any:
+    if kind is None:
+        return None
+    ctx = new_root_context()
+    ctx.biz_code = {"root": None, "biz": "tenant-42", "empty-biz": ""}[kind]
+    return ctx
+
+
+@pytest.mark.parametrize("code_id", sorted(c.id for c in registry))
+@pytest.mark.parametrize("ctx_kind", _CONTEXTS)
+def test_plain_status_matches_the_neutral_path(code_id: str, ctx_kind: str | None) -> None:
+    import grpc
+
+    from errtrace.grpc_interceptors._status import _neutral_status, _plain_status
+
+    ctx = _context(ctx_kind)
+    existing = (("x-app", "kept"), ("x-error-code", "STALE"))
+    custom = Config(service_name="mödel ✓", error_code_header="X-Code", event_id_header="Event")
+    for config in (Config(service_name="model"), custom):
+        for message in (None, 'a "quoted" message, ünïcødé'):
+            for event_id in (None, "01J00000000000000000000000"):
+                for handler_code in (None, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OK):
+                    err = errtrace.AppError(code_id, message)
+                    err.event_id = event_id
+                    args = (err, ctx, config, handler_code, existing)
+                    assert _plain_status(*args) == _neutral_status(*args)
+        err = errtrace.AppError(code_id, details={"retry_after": 2.5, "_private": "x"})
+        assert _plain_status(err, ctx, config, None, None) == _neutral_status(
+            err, ctx, config, None, None
+        )
+
+
+def test_error_status_takes_the_neutral_path_when_the_error_carries_more() -> None:
+    from errtrace.core.errors import RemoteError
+
+    remote = RemoteError(code="LLM_RATE_LIMITED", event_id="evt-down", service="down")
+    chained = errtrace.AppError("LLM_RATE_LIMITED", remote=remote)
+    detailed = errtrace.AppError("VALIDATION_FAILED", details={"field": "prompt"})
+    for err, config in [
+        (chained, Config()),
+        (detailed, Config()),
+        (errtrace.AppError("INTERNAL", cause=RuntimeError("db down")), Config(debug=True)),
+    ]:
+        status = error_status(err, new_root_context(), config)
+        info = _error_info(status)
+        if err is chained:
+            assert "causedBy" in info.metadata
+        if config.debug:
+            assert status.details == "RuntimeError: db down"
+
+
+def _error_info(status: Any) -> error_details_pb2.ErrorInfo:
+    rich = status_pb2.Status.FromString(dict(status.trailing_metadata)[DETAILS_KEY])
+    info = error_details_pb2.ErrorInfo()
+    rich.details[0].Unpack(info)
+    return info
+
+
+def test_a_code_registered_again_gets_fresh_parts() -> None:
+    from errtrace.core.codes import CodeRegistry, ErrorCode
+
+    config = Config(service_name="model")
+    first = CodeRegistry([ErrorCode("MY_CODE", 2, grpc_status="UNAVAILABLE", domain="one.dev")])
+    second = CodeRegistry([
+        ErrorCode("MY_CODE", 3, grpc_status="INVALID_ARGUMENT", domain="two.dev")
+    ])
+    one = error_status(errtrace.AppError("MY_CODE", codes=first), None, config)
+    two = error_status(errtrace.AppError("MY_CODE", codes=second), None, config)
+    assert one.code.name == "UNAVAILABLE" and _error_info(one).domain == "one.dev"
+    assert two.code.name == "INVALID_ARGUMENT" and _error_info(two).domain == "two.dev"
+    assert _error_info(two).metadata["level"] == "3"
+    assert dict(two.trailing_metadata)["x-error-level"] == "3"

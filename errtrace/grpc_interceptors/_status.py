@@ -20,9 +20,10 @@ from typing import Any, NamedTuple
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from errtrace.core.codes import ErrorCode
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext
-from errtrace.core.encoding import from_neutral, neutral
+from errtrace.core.encoding import client_details, detail_text, from_neutral, neutral
 from errtrace.core.errors import AppError
 from errtrace.core.status import GRPC_NAMES, small_int
 from errtrace.core.stringmap import from_string_map, to_string_map
@@ -70,7 +71,23 @@ def error_status(
     ``code`` overrides the code's own status (a status the handler set is kept).
     ``existing`` trailing metadata set by the handler is kept, except for the keys
     errtrace writes.
+
+    A plain error (no public details, no remote chain, debug off) is written from its
+    code's parts, serialized once per code and config; anything else goes through the
+    neutral dict. Both give the same bytes (the tests compare them).
     """
+    if not (config.debug or err.remote is not None or (err.details and client_details(err))):
+        return _plain_status(err, ctx, config, code, existing)
+    return _neutral_status(err, ctx, config, code, existing)
+
+
+def _neutral_status(
+    err: AppError,
+    ctx: ErrorContext | None,
+    config: Config,
+    code: grpc.StatusCode | None,
+    existing: Iterable[tuple[str, Any]] | None,
+) -> Status:
     data = neutral(err, ctx, err.event_id, config)
     status_code = code if code is not None else STATUS_CODES.get(err.grpc_status)
     if status_code is None or status_code is grpc.StatusCode.OK:
@@ -89,6 +106,88 @@ def error_status(
     if ctx is not None:
         added.append((trace_key, ctx.trace_id))
     return _GrpcStatus(status_code, message, tuple(replaced(existing, added)))
+
+
+class _StatusParts(NamedTuple):
+    """What every plain error of one code answers with, serialized once."""
+
+    code: ErrorCode
+    status_code: grpc.StatusCode
+    info_head: bytes
+    """ErrorInfo's reason, domain and ``level`` entry."""
+    info_tail: bytes
+    """ErrorInfo's ``service`` entry."""
+    retry: bytes | None
+    """The RetryInfo of the default delay (retryable codes)."""
+    trailers: tuple[tuple[str, str], tuple[str, str]]
+    """The error code and level trailers."""
+
+
+_MAX_CACHED_PARTS = 1024
+# The ErrorInfo metadata entries of a plain error: the order of to_string_map's keys.
+_CONTEXT_KEYS = ("traceId", "spanId", "bizCode", "eventId")
+
+
+def _plain_status(
+    err: AppError,
+    ctx: ErrorContext | None,
+    config: Config,
+    code: grpc.StatusCode | None,
+    existing: Iterable[tuple[str, Any]] | None,
+) -> Status:
+    cache: dict[str, _StatusParts] | None = config.__dict__.get("_grpc_status_parts")
+    if cache is None:
+        cache = {}
+        object.__setattr__(config, "_grpc_status_parts", cache)  # a frozen dataclass's cache
+    error_code = err.error_code
+    parts = cache.get(error_code.id)
+    if parts is None or parts.code is not error_code:
+        parts = _status_parts(error_code, config)
+        if len(cache) >= _MAX_CACHED_PARTS:
+            cache.clear()
+        cache[error_code.id] = parts
+    if code is None:
+        status_code = parts.status_code
+    else:  # a status the handler set (OK is no error status: UNKNOWN, as in neutral form)
+        status_code = grpc.StatusCode.UNKNOWN if code is grpc.StatusCode.OK else code
+    event_id = err.event_id
+    info = bytearray(parts.info_head)
+    values = (ctx.trace_id, ctx.span_id, ctx.biz_code) if ctx is not None else (None,) * 3
+    for key, value in zip(_CONTEXT_KEYS, (*values, event_id), strict=True):
+        if value:
+            info += _wire.map_entry(key, value)
+    info += parts.info_tail
+    details = [(_wire.ERROR_INFO, bytes(info))]
+    if parts.retry is not None:
+        retry = parts.retry if err.retry_after is None else _wire.retry_info(_delay_seconds(err))
+        details.append((_wire.RETRY_INFO, retry))
+    message = detail_text(err, False)
+    added: list[tuple[str, Any]] = [
+        (DETAILS_KEY, _wire.status(status_code.value[0], message, details)), *parts.trailers
+    ]
+    _, _, event_key, trace_key = _keys(config)
+    if event_id:
+        added.append((event_key, event_id))
+    if ctx is not None:
+        added.append((trace_key, ctx.trace_id))
+    return _GrpcStatus(status_code, message, tuple(replaced(existing, added)))
+
+
+def _status_parts(code: ErrorCode, config: Config) -> _StatusParts:
+    status_code = STATUS_CODES.get(code.grpc_status or "UNKNOWN")
+    if status_code is None or status_code is grpc.StatusCode.OK:
+        status_code = grpc.StatusCode.UNKNOWN
+    level = str(int(code.level))
+    service = config.service_name
+    code_key, level_key, _, _ = _keys(config)
+    return _StatusParts(
+        code=code,
+        status_code=status_code,
+        info_head=_wire.error_info_head(code.id, code.domain) + _wire.map_entry("level", level),
+        info_tail=_wire.map_entry("service", service) if service else b"",
+        retry=_wire.retry_info(DEFAULT_RETRY_DELAY) if code.retryable else None,
+        trailers=((code_key, code.id), (level_key, level)),
+    )
 
 
 def _keys(config: Config) -> tuple[str, str, str, str]:

@@ -75,17 +75,33 @@ def _key_field(key: str) -> bytes:
 
 def error_info(reason: str, domain: str, metadata: Mapping[str, str]) -> bytes:
     """A serialized ``google.rpc.ErrorInfo``."""
-    out = bytearray()
+    out = bytearray(error_info_head(reason, domain))
+    for key, value in metadata.items():
+        out += map_entry(key, value)
+    return bytes(out)
+
+
+def error_info_head(reason: str, domain: str) -> bytes:
+    """The ``reason`` and ``domain`` fields of an ``ErrorInfo``; its metadata entries
+    (:func:`map_entry`) follow."""
+    out = b""
     if reason:
         out += _delimited(_F1, _text(reason))
     if domain:
         out += _delimited(_F2, _text(domain))
-    for key, value in metadata.items():
-        entry = _key_field(key)
-        if value:
-            entry += _delimited(_F2, _text(value))
-        out += _delimited(_F3, entry)
-    return bytes(out)
+    return out
+
+
+def map_entry(key: str, value: str) -> bytes:
+    """One ``metadata`` map entry of an ``ErrorInfo``."""
+    entry = _key_field(key)
+    if value:
+        text = _text(value)
+        size = len(entry) + 2 + len(text)
+        if size < 0x80:  # ids and names: every length fits in one byte
+            return _F3 + _BYTE[size] + entry + _F2 + _BYTE[len(text)] + text
+        entry += _delimited(_F2, text)
+    return _delimited(_F3, entry)
 
 
 def retry_info(seconds: float) -> bytes:
