@@ -178,27 +178,35 @@ class Runtime:
         """Give ``err`` an event id, store the event, log/count/alert per the policy."""
         event_id = new_event_id()
         err.event_id = event_id
-        if ctx is not None and set_context:
-            ctx.err_code = err.code
-            ctx.event_id = event_id
         code = err.error_code
+        code_id = code.id
+        if ctx is not None:
+            if set_context:
+                ctx.err_code = code_id
+                ctx.event_id = event_id
+            trace_id, span_id = ctx.trace_id, ctx.span_id
+            parent_span_id, biz_code = ctx.parent_span_id, ctx.biz_code
+            outgoing = list(ctx.outgoing_spans) if ctx.outgoing_spans else []
+        else:
+            trace_id = span_id = parent_span_id = biz_code = None
+            outgoing = []
         fails = code.level <= Level.MODERATE
-        cause = err.cause
+        cause = err.__cause__
         details = err.details
         event = ErrorEvent(
             event_id=event_id,
             timestamp=time.time(),
-            code=code.id,
+            code=code_id,
             level=int(code.level),
             title=code.title,
             message=err.message,
             http_status=err.http_status if fails else None,
             grpc_status=err.grpc_status if fails else None,
             retryable=code.retryable,
-            trace_id=ctx.trace_id if ctx else None,
-            span_id=ctx.span_id if ctx else None,
-            parent_span_id=ctx.parent_span_id if ctx else None,
-            biz_code=ctx.biz_code if ctx else None,
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_span_id=parent_span_id,
+            biz_code=biz_code,
             service=self.config.service_name,
             transport=transport,
             method=method,
@@ -206,15 +214,15 @@ class Runtime:
             exception_type=_qualname(cause) if cause is not None else None,
             details=client_details(err) if details else {},
             caused_by=caused_by(err) if err.remote is not None else [],
-            outgoing_spans=list(ctx.outgoing_spans) if ctx and ctx.outgoing_spans else [],
+            outgoing_spans=outgoing,
             response_started=response_started,
             private_exception=_describe(cause) if cause is not None else None,
             private_provider_text=_text(details.get("_provider_text")) if details else None,
         )
-        actions = self.policy.actions_for(err.error_code)
+        actions = self.policy.actions_for(code)
         self.events.add(event)
         if "metric" in actions:
-            stats.incr(f"errors.{err.code}")
+            stats.incr("errors." + code_id)
         if "log" in actions and self.config.log_errors:
             self._log(err, event)
         hooks = self.policy.error_hooks
