@@ -180,6 +180,8 @@ class Runtime:
         err.event_id = event_id
         code = err.error_code
         code_id = code.id
+        trace_id: str | None
+        span_id: str | None
         if ctx is not None:
             if set_context:
                 ctx.err_code = code_id
