@@ -134,10 +134,9 @@ def _context(kind: str | None) -> Any:
 def test_plain_status_matches_the_neutral_path(code_id: str, ctx_kind: str | None) -> None:
     import grpc
 
-    from errtrace.grpc_interceptors._status import _neutral_status, _plain_status
+    from errtrace.grpc_interceptors._status import _neutral_answer, _plain_answer
 
     ctx = _context(ctx_kind)
-    existing = (("x-app", "kept"), ("x-error-code", "STALE"))
     custom = Config(service_name="mödel ✓", error_code_header="X-Code", event_id_header="Event")
     for config in (Config(service_name="model"), custom):
         for message in (None, 'a "quoted" message, ünïcødé'):
@@ -145,12 +144,10 @@ def test_plain_status_matches_the_neutral_path(code_id: str, ctx_kind: str | Non
                 for handler_code in (None, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OK):
                     err = errtrace.AppError(code_id, message)
                     err.event_id = event_id
-                    args = (err, ctx, config, handler_code, existing)
-                    assert _plain_status(*args) == _neutral_status(*args)
+                    args = (err, ctx, config, handler_code)
+                    assert _plain_answer(*args) == _neutral_answer(*args)
         err = errtrace.AppError(code_id, details={"retry_after": 2.5, "_private": "x"})
-        assert _plain_status(err, ctx, config, None, None) == _neutral_status(
-            err, ctx, config, None, None
-        )
+        assert _plain_answer(err, ctx, config, None) == _neutral_answer(err, ctx, config, None)
 
 
 def test_error_status_takes_the_neutral_path_when_the_error_carries_more() -> None:
@@ -193,3 +190,25 @@ def test_a_code_registered_again_gets_fresh_parts() -> None:
     assert two.code.name == "INVALID_ARGUMENT" and _error_info(two).domain == "two.dev"
     assert _error_info(two).metadata["level"] == "3"
     assert dict(two.trailing_metadata)["x-error-level"] == "3"
+
+
+@pytest.mark.parametrize("details", [{}, {"field": "prompt"}], ids=["plain", "neutral"])
+def test_trailers_set_by_the_handler_are_kept_except_errtraces_own(
+    details: dict[str, str],
+) -> None:
+    ctx = new_root_context()
+    err = errtrace.AppError("VALIDATION_FAILED", details=details)
+    err.event_id = "01J00000000000000000000000"
+    existing = (("x-app", "kept"), ("x-error-code", "STALE"), ("x-trace-id", "old"))
+    status = error_status(err, ctx, Config(), existing=existing)
+    trailers = list(status.trailing_metadata)
+    assert trailers[0] == ("x-app", "kept")
+    assert dict(trailers) == {
+        "x-app": "kept",
+        DETAILS_KEY: dict(trailers)[DETAILS_KEY],
+        "x-error-code": "VALIDATION_FAILED",
+        "x-error-level": "3",
+        "x-error-event-id": "01J00000000000000000000000",
+        "x-trace-id": ctx.trace_id,
+    }
+    assert len(trailers) == 6  # nothing doubled

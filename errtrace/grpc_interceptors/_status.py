@@ -76,18 +76,27 @@ def error_status(
     code's parts, serialized once per code and config; anything else goes through the
     neutral dict. Both give the same bytes (the tests compare them).
     """
-    if not (config.debug or err.remote is not None or (err.details and client_details(err))):
-        return _plain_status(err, ctx, config, code, existing)
-    return _neutral_status(err, ctx, config, code, existing)
+    if config.debug or err.remote is not None or (err.details and client_details(err)):
+        status_code, message, rich, head = _neutral_answer(err, ctx, config, code)
+    else:
+        status_code, message, rich, head = _plain_answer(err, ctx, config, code)
+    _, _, event_key, trace_key = _keys(config)
+    added: list[tuple[str, Any]] = [(DETAILS_KEY, rich), *head]
+    if err.event_id:
+        added.append((event_key, err.event_id))
+    if ctx is not None:
+        added.append((trace_key, ctx.trace_id))
+    return _GrpcStatus(status_code, message, tuple(replaced(existing, added)))
 
 
-def _neutral_status(
-    err: AppError,
-    ctx: ErrorContext | None,
-    config: Config,
-    code: grpc.StatusCode | None,
-    existing: Iterable[tuple[str, Any]] | None,
-) -> Status:
+# What the status of an error is made of: its code, message, the serialized
+# google.rpc.Status, and the error code and level trailers.
+_Answer = tuple[grpc.StatusCode, str, bytes, tuple[tuple[str, str], ...]]
+
+
+def _neutral_answer(
+    err: AppError, ctx: ErrorContext | None, config: Config, code: grpc.StatusCode | None
+) -> _Answer:
     data = neutral(err, ctx, err.event_id, config)
     status_code = code if code is not None else STATUS_CODES.get(err.grpc_status)
     if status_code is None or status_code is grpc.StatusCode.OK:
@@ -97,15 +106,8 @@ def _neutral_status(
     if err.retryable:
         details.append((_wire.RETRY_INFO, _wire.retry_info(_delay_seconds(err))))
     rich = _wire.status(status_code.value[0], message, details)
-    code_key, level_key, event_key, trace_key = _keys(config)
-    added: list[tuple[str, Any]] = [
-        (DETAILS_KEY, rich), (code_key, err.code), (level_key, str(data["level"]))
-    ]
-    if err.event_id:
-        added.append((event_key, err.event_id))
-    if ctx is not None:
-        added.append((trace_key, ctx.trace_id))
-    return _GrpcStatus(status_code, message, tuple(replaced(existing, added)))
+    code_key, level_key, _, _ = _keys(config)
+    return status_code, message, rich, ((code_key, err.code), (level_key, str(data["level"])))
 
 
 class _StatusParts(NamedTuple):
@@ -128,13 +130,9 @@ _MAX_CACHED_PARTS = 1024
 _CONTEXT_KEYS = ("traceId", "spanId", "bizCode", "eventId")
 
 
-def _plain_status(
-    err: AppError,
-    ctx: ErrorContext | None,
-    config: Config,
-    code: grpc.StatusCode | None,
-    existing: Iterable[tuple[str, Any]] | None,
-) -> Status:
+def _plain_answer(
+    err: AppError, ctx: ErrorContext | None, config: Config, code: grpc.StatusCode | None
+) -> _Answer:
     cache: dict[str, _StatusParts] | None = config.__dict__.get("_grpc_status_parts")
     if cache is None:
         cache = {}
@@ -150,10 +148,9 @@ def _plain_status(
         status_code = parts.status_code
     else:  # a status the handler set (OK is no error status: UNKNOWN, as in neutral form)
         status_code = grpc.StatusCode.UNKNOWN if code is grpc.StatusCode.OK else code
-    event_id = err.event_id
     info = bytearray(parts.info_head)
     values = (ctx.trace_id, ctx.span_id, ctx.biz_code) if ctx is not None else (None,) * 3
-    for key, value in zip(_CONTEXT_KEYS, (*values, event_id), strict=True):
+    for key, value in zip(_CONTEXT_KEYS, (*values, err.event_id), strict=True):
         if value:
             info += _wire.map_entry(key, value)
     info += parts.info_tail
@@ -162,15 +159,8 @@ def _plain_status(
         retry = parts.retry if err.retry_after is None else _wire.retry_info(_delay_seconds(err))
         details.append((_wire.RETRY_INFO, retry))
     message = detail_text(err, False)
-    added: list[tuple[str, Any]] = [
-        (DETAILS_KEY, _wire.status(status_code.value[0], message, details)), *parts.trailers
-    ]
-    _, _, event_key, trace_key = _keys(config)
-    if event_id:
-        added.append((event_key, event_id))
-    if ctx is not None:
-        added.append((trace_key, ctx.trace_id))
-    return _GrpcStatus(status_code, message, tuple(replaced(existing, added)))
+    rich = _wire.status(status_code.value[0], message, details)
+    return status_code, message, rich, parts.trailers
 
 
 def _status_parts(code: ErrorCode, config: Config) -> _StatusParts:
