@@ -436,7 +436,9 @@ def instrument_client(
     force. Transports already wrapped are left as they are, so calling it twice is
     harmless. httpx has no public setter for a client's transport: this replaces the
     ``_transport`` and ``_mounts`` attributes, as OpenTelemetry's httpx
-    instrumentation does; a client without them raises TypeError.
+    instrumentation does; a client without them raises TypeError. With
+    ``raise_errors`` the client's ``send`` is wrapped too (on this instance), so that
+    an error response raises after the auth and redirect flow.
     """
     if not (hasattr(client, "_transport") and hasattr(client, "_mounts")):
         raise TypeError("this httpx version keeps no _transport/_mounts on its clients")
