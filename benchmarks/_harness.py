@@ -59,6 +59,28 @@ class Result:
         med = self.median
         return (max(self.samples) - min(self.samples)) / med if med else 0.0
 
+    def added_over(self, baseline: Result) -> float:
+        """Seconds per operation added over ``baseline``: the median, over the rounds,
+        of this round's time minus the baseline's time in the same round.
+
+        Paired by round, so that the machine's slow and fast phases, which last longer
+        than one round, cancel out instead of landing on one side only.
+        """
+        return paired_median(self.samples, baseline.samples, lambda a, b: a - b)
+
+    def ratio_to(self, baseline: Result) -> float:
+        """The median over the rounds of this round's time / the baseline's."""
+        return paired_median(self.samples, baseline.samples, lambda a, b: a / b)
+
+
+def paired_median(
+    samples: Sequence[float], baseline: Sequence[float], combine: Callable[[float, float], float]
+) -> float:
+    """The median of ``combine(sample, baseline sample)`` over rounds taken together."""
+    if len(samples) != len(baseline):
+        raise ValueError("paired samples need the same number of rounds")
+    return statistics.median(combine(a, b) for a, b in zip(samples, baseline, strict=True))
+
 
 def sync_case(
     op: Callable[[], object],

@@ -303,7 +303,10 @@ def verdict(ok_: bool) -> str:
 
 def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> None:
     med = {route: {v: us(results[route][v].median) for v in VARIANTS} for route in ROUTES}
-    added = {route: {v: med[route][v] - med[route]["bare"] for v in VARIANTS} for route in ROUTES}
+    added = {
+        route: {v: us(results[route][v].added_over(results[route]["bare"])) for v in VARIANTS}
+        for route in ROUTES
+    }
 
     print("## ASGI middleware overhead (per request, in-process)\n")
     print(
@@ -353,7 +356,8 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> N
         + (" (then re-raise, logged as a server does)" if args.server_log
            else " (then re-raise, dropped here)")
         + "; errtrace answers with problem+json and does not "
-        "re-raise. Spread = (max - min) / median over the rounds.\n"
+        "re-raise. Added = the median over the rounds of (variant - bare) in the same round. "
+        "Spread = (max - min) / median over the rounds.\n"
     )
 
     ea = added["success"]["errtrace"]
@@ -379,10 +383,11 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> N
             ["added-cost ratio", "success route", "error route"], ratio_rows, ["l", "r", "r"]
         )
     )
-    err_total = med["error"]["errtrace"] / med["error"]["bare"]
+    err_total = results["error"]["errtrace"].ratio_to(results["error"]["bare"])
     print(
         f"\nError path total: errtrace problem+json {med['error']['errtrace']:.1f} µs / "
-        f"Starlette plain 500 {med['error']['bare']:.1f} µs = {err_total:.2f}x\n"
+        f"Starlette plain 500 {med['error']['bare']:.1f} µs; per round, the median ratio "
+        f"is {err_total:.2f}x\n"
     )
 
     a = ea <= added["success"]["correlation"]

@@ -20,9 +20,11 @@ takes any iterable response, bytes included, for a stream):
   handler raises its ``Unavailable`` exception, errtrace's raises
   ``AppError("UPSTREAM_UNAVAILABLE")``. Every variant then does the work of turning a
   failure into a status; the client checks that each answers UNAVAILABLE.
- A plain sync client makes ``--calls`` blocking calls per batch
-over a real 127.0.0.1 channel; batches of all variants are interleaved, ``--reps`` times,
-and the median µs/call is reported with its ratio to ``bare`` and the µs added.
+
+A plain sync client makes ``--calls`` blocking calls per batch over a real 127.0.0.1
+channel. In each of ``--reps`` reps, the variants of one server kind and method run
+back to back in a random order. The median µs/call is reported, and, paired with the
+``bare`` batch of the same rep, the median ratio to it and the median µs added.
 
 The client runs in a separate Python process, as a real caller would, so that its own
 Python work does not compete with the servers' for one GIL (``--same-process`` puts it
@@ -53,6 +55,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from _harness import paired_median
 from google.protobuf.wrappers_pb2 import StringValue
 
 SERVICE = "bench.Svc"
@@ -281,11 +284,20 @@ def measure(ports: dict[str, int], calls: int, reps: int) -> dict[str, list[floa
         _check(methods)
         for key, method in methods.items():  # warm up channels, caches, code paths
             _batch(method, max(50, calls // 4), not key.endswith("/Ok"))
-        order = list(methods)
+        # The variants of one server kind and method run back to back (in a new random
+        # order each rep), so that each rep's figures can be compared with its own bare
+        # batch, taken moments before or after.
+        groups: dict[str, list[str]] = {}
+        for key in methods:
+            mode, _, name = key.split("/")
+            groups.setdefault(f"{mode}/{name}", []).append(key)
+        order = list(groups.values())
         for _ in range(reps):
             random.shuffle(order)
-            for key in order:
-                samples[key].append(_batch(methods[key], calls, not key.endswith("/Ok")))
+            for group in order:
+                random.shuffle(group)
+                for key in group:
+                    samples[key].append(_batch(methods[key], calls, not key.endswith("/Ok")))
             if _EXPORTER is not None:
                 _EXPORTER.clear()
     finally:
@@ -348,11 +360,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|---|---|---|---:|---:|---:|")
     for mode in modes:
         for name in METHODS:
-            bare = statistics.median(samples[f"{mode}/bare/{name}"])
+            bare = samples[f"{mode}/bare/{name}"]
             for variant in variants:
-                value = statistics.median(samples[f"{mode}/{variant}/{name}"])
-                print(f"| {mode} | {name} | {variant} | {value:.1f} | "
-                      f"{value / bare:.3f} | {value - bare:+.1f} |")
+                own = samples[f"{mode}/{variant}/{name}"]
+                ratio = paired_median(own, bare, lambda a, b: a / b)
+                added = paired_median(own, bare, lambda a, b: a - b)
+                print(f"| {mode} | {name} | {variant} | {statistics.median(own):.1f} | "
+                      f"{ratio:.3f} | {added:+.1f} |")
+    print("\nx bare and added: the median over the reps of the variant's batch against the "
+          "bare batch of the same rep.")
     return 0
 
 

@@ -190,7 +190,10 @@ def us(seconds: float) -> float:
 
 def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> bool:
     med = {route: {v: us(results[route][v].median) for v in VARIANTS} for route in ROUTES}
-    added = {route: {v: med[route][v] - med[route]["bare"] for v in VARIANTS} for route in ROUTES}
+    added = {
+        route: {v: us(results[route][v].added_over(results[route]["bare"])) for v in VARIANTS}
+        for route in ROUTES
+    }
 
     print("## WSGI / Flask instrumentation overhead (per request, in-process)\n")
     print(
@@ -212,7 +215,7 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> b
                 route,
                 LABELS[v],
                 f"{med[route][v]:.1f}",
-                f"{med[route][v] / med[route]['bare']:.2f}x",
+                f"{results[route][v].ratio_to(results[route]['bare']):.2f}x",
                 "—" if v == "bare" else f"{added[route][v]:+.1f}",
                 f"{100 * result.spread:.0f}%",
             ])
@@ -225,8 +228,8 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> b
     )
     print(
         "\nError route: bare and OTel answer with Flask's HTML 500; errtrace answers with "
-        "problem+json (event recorded, hooks run). Spread = (max - min) / median over the "
-        "rounds.\n"
+        "problem+json (event recorded, hooks run). Added = the median over the rounds of "
+        "(variant - bare) in the same round. Spread = (max - min) / median over the rounds.\n"
     )
     ok = True
     for route in ROUTES:
