@@ -73,6 +73,16 @@ class Result:
         return paired_median(self.samples, baseline.samples, lambda a, b: a / b)
 
 
+def added_micros(
+    results: Mapping[str, Mapping[str, Result]], baseline: str = "bare"
+) -> dict[str, dict[str, float]]:
+    """µs added per operation over ``baseline``, paired by round, per route and case."""
+    return {
+        route: {name: 1e6 * r.added_over(cases[baseline]) for name, r in cases.items()}
+        for route, cases in results.items()
+    }
+
+
 def paired_median(
     samples: Sequence[float], baseline: Sequence[float], combine: Callable[[float, float], float]
 ) -> float:

@@ -46,6 +46,7 @@ from typing import Any
 from _harness import (
     TIMERS,
     Result,
+    added_micros,
     async_case,
     calibrate,
     environment,
@@ -303,10 +304,7 @@ def verdict(ok_: bool) -> str:
 
 def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> None:
     med = {route: {v: us(results[route][v].median) for v in VARIANTS} for route in ROUTES}
-    added = {
-        route: {v: us(results[route][v].added_over(results[route]["bare"])) for v in VARIANTS}
-        for route in ROUTES
-    }
+    added = added_micros(results)
 
     print("## ASGI middleware overhead (per request, in-process)\n")
     print(

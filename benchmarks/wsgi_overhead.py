@@ -35,7 +35,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from _harness import Result, calibrate, environment, interleave, log, markdown_table
+from _harness import (
+    Result,
+    added_micros,
+    calibrate,
+    environment,
+    interleave,
+    log,
+    markdown_table,
+)
 from flask import Flask
 from werkzeug.test import EnvironBuilder
 
@@ -190,10 +198,7 @@ def us(seconds: float) -> float:
 
 def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> bool:
     med = {route: {v: us(results[route][v].median) for v in VARIANTS} for route in ROUTES}
-    added = {
-        route: {v: us(results[route][v].added_over(results[route]["bare"])) for v in VARIANTS}
-        for route in ROUTES
-    }
+    added = added_micros(results)
 
     print("## WSGI / Flask instrumentation overhead (per request, in-process)\n")
     print(
