@@ -7,6 +7,13 @@ For a sync (``grpc.server``) and an aio (``grpc.aio.server``) server, each of:
 * ``otel``             OpenTelemetry's ``server_interceptor()`` / ``aio_server_interceptor()``
                        (SDK ``TracerProvider`` + ``SimpleSpanProcessor(InMemorySpanExporter)``)
 * ``grpc-interceptor`` ``ExceptionToStatusInterceptor`` / ``AsyncExceptionToStatusInterceptor``
+* ``wire floor``       no interceptor; ``Fail`` and ``Mapped`` abort with a status built once
+                       at start-up (with ``grpc_status``, not errtrace) that has the same
+                       trailers as errtrace's answer: ``grpc-status-details-bin`` holding
+                       ``ErrorInfo`` and ``RetryInfo``, ``x-error-code``, ``x-error-level``,
+                       ``x-error-event-id``, ``x-trace-id``. It is not a peer: it measures
+                       what sending and reading that answer costs, without the Python work
+                       that builds it per call.
 
 serves three unary methods over ``StringValue`` messages (not raw bytes: grpc-interceptor
 takes any iterable response, bytes included, for a stream):
@@ -51,7 +58,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent import futures
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import grpc.aio
@@ -59,6 +66,8 @@ from _harness import paired_median
 from google.protobuf.wrappers_pb2 import StringValue
 
 SERVICE = "bench.Svc"
+TRACE_ID = "12345678901234567890123456789012"
+TRACEPARENT = f"00-{TRACE_ID}-1234567890123456-01"
 
 
 def _ok(request: StringValue, context: Any) -> StringValue:
@@ -114,19 +123,71 @@ async def _araise_unavailable(request: StringValue, context: Any) -> StringValue
     raise Unavailable(MAPPED_TEXT)
 
 
+class _Prebuilt(NamedTuple):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+class _PrebuiltStatus(_Prebuilt, grpc.Status):
+    """A ``grpc.Status`` for ``context.abort_with_status``."""
+
+
+def _prebuilt_status() -> _PrebuiltStatus:
+    """UNAVAILABLE with the trailers errtrace answers it with, built once by hand."""
+    from google.protobuf.duration_pb2 import Duration
+    from google.rpc import error_details_pb2, status_pb2
+    from grpc_status import rpc_status
+
+    info = error_details_pb2.ErrorInfo(
+        reason="UPSTREAM_UNAVAILABLE",
+        domain="errtrace.dev",
+        metadata={"level": "2", "traceId": FLOOR_IDS["trace"], "spanId": FLOOR_IDS["span"],
+                  "eventId": FLOOR_IDS["event"], "service": "bench"},
+    )
+    retry = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=1))
+    status = status_pb2.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message=MAPPED_TEXT)
+    for detail in (info, retry):
+        status.details.add().Pack(detail)
+    rich = rpc_status.to_status(status)
+    own = (("x-error-code", "UPSTREAM_UNAVAILABLE"), ("x-error-level", "2"),
+           ("x-error-event-id", FLOOR_IDS["event"]), ("x-trace-id", FLOOR_IDS["trace"]))
+    return _PrebuiltStatus(rich.code, rich.details, (*rich.trailing_metadata, *own))
+
+
+FLOOR_IDS = {"trace": TRACE_ID, "span": "2010c32fdcd9a2ea", "event": "01M816FG67NC6F5TH4Q80ZGD6W"}
+FLOOR_STATUS = _prebuilt_status()
+
+
+def _abort_prebuilt(request: StringValue, context: Any) -> StringValue:
+    context.abort_with_status(FLOOR_STATUS)
+    raise AssertionError("abort returns only by raising")
+
+
+async def _aabort_prebuilt(request: StringValue, context: Any) -> StringValue:
+    status = FLOOR_STATUS
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("abort returns only by raising")
+
+
 # How each variant's handler answers UNAVAILABLE, as its users would write it.
 MAPPED = {
     "sync": {"errtrace": _raise_app_error, "grpc-interceptor": _raise_unavailable},
     "aio": {"errtrace": _araise_app_error, "grpc-interceptor": _araise_unavailable},
 }
 METHODS = ("Ok", "Fail", "Mapped")
+FLOOR = "wire floor"
 
 
 def _handler(mode: str, variant: str) -> grpc.GenericRpcHandler:
     if mode == "sync":
         ok, fail, mapped = _ok, _fail, MAPPED["sync"].get(variant, _abort)
+        if variant == FLOOR:
+            fail = mapped = _abort_prebuilt
     else:
         ok, fail, mapped = _aok, _afail, MAPPED["aio"].get(variant, _aabort)
+        if variant == FLOOR:
+            fail = mapped = _aabort_prebuilt
     return grpc.method_handlers_generic_handler(SERVICE, {
         name: grpc.unary_unary_rpc_method_handler(
             fn, request_deserializer=StringValue.FromString,
@@ -137,7 +198,7 @@ def _handler(mode: str, variant: str) -> grpc.GenericRpcHandler:
 
 
 def _interceptors(mode: str, variant: str) -> list[Any]:
-    if variant == "bare":
+    if variant in ("bare", FLOOR):
         return []
     if variant == "errtrace":
         import errtrace
@@ -227,7 +288,7 @@ class AioServer:
 
 def _batch(method: Any, calls: int, expect_error: bool) -> float:
     payload = StringValue(value="x" * 32)
-    metadata = (("traceparent", "00-12345678901234567890123456789012-1234567890123456-01"),)
+    metadata = (("traceparent", TRACEPARENT),)
     start = time.perf_counter()
     for _ in range(calls):
         try:
@@ -257,23 +318,30 @@ def _methods(ports: dict[str, int]) -> tuple[list[grpc.Channel], dict[str, Any]]
 def _check(methods: dict[str, Any]) -> None:
     """Fail loudly if a variant does not answer as the comparison assumes."""
     payload = StringValue(value="check")
+    trailers: dict[str, dict[str, int]] = {}
     for key, method in methods.items():
         if key.endswith("/Ok"):
             assert method(payload, timeout=10) == payload, key
             continue
         try:
-            method(payload, timeout=10)
+            method(payload, metadata=(("traceparent", TRACEPARENT),), timeout=10)
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details()
+            trailers[key] = {k: len(v) for k, v in exc.trailing_metadata() or ()}
         else:
             raise AssertionError(f"{key} did not fail")
         if key.endswith("/Mapped"):
             assert code == grpc.StatusCode.UNAVAILABLE, (key, code)
             assert details == MAPPED_TEXT, (key, details)
-        elif "/errtrace/" in key:
+        elif "/errtrace/" in key or f"/{FLOOR}/" in key:
             assert code == grpc.StatusCode.UNAVAILABLE, (key, code)
         else:
             assert code == grpc.StatusCode.UNKNOWN, (key, code)
+    # The floor must send what errtrace sends: the same trailers, of the same sizes.
+    for key, sizes in trailers.items():
+        mode, variant, name = key.split("/")
+        if variant == FLOOR and name == "Mapped":
+            assert sizes == trailers[f"{mode}/errtrace/{name}"], (key, sizes)
 
 
 def measure(ports: dict[str, int], calls: int, reps: int) -> dict[str, list[float]]:
@@ -333,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(samples))
         return 0
 
-    variants = ["bare", "errtrace", "otel", "grpc-interceptor"]
+    variants = ["bare", "errtrace", "otel", "grpc-interceptor", FLOOR]
     modes = args.modes.split(",")
     servers: dict[str, Any] = {}
     started = time.perf_counter()
