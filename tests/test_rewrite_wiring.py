@@ -173,3 +173,87 @@ def test_httpx_failure_escaping_a_handler_maps_to_upstream_code() -> None:
     r = errtrace.instrument(app).test_client().get("/call")
     assert r.status_code == 503
     assert r.headers["X-Error-Code"] == "UPSTREAM_UNAVAILABLE"
+
+
+# -- ASGI: what the rewriting send holds, rewrites and passes through -------------------
+
+
+def streaming_app(**options: Any) -> FastAPI:
+    """Error answers sent in several body chunks, as a proxy streaming a provider's reply."""
+    from starlette.responses import StreamingResponse
+
+    app = errtrace.instrument(FastAPI(), **options)
+
+    @app.get("/llm/chunks")
+    async def chunks() -> StreamingResponse:
+        async def body() -> Any:
+            yield b"overloaded_error: "
+            yield b"Overloaded"
+
+        return StreamingResponse(body(), status_code=529, media_type="text/plain")
+
+    @app.get("/llm/big")
+    async def big() -> StreamingResponse:
+        async def body() -> Any:
+            for _ in range(8):
+                yield b"overloaded_error " * 4  # 68 bytes a chunk
+
+        return StreamingResponse(body(), status_code=529, media_type="text/plain")
+
+    @app.get("/llm/coded")
+    async def coded() -> JSONResponse:
+        return JSONResponse(
+            {"message": "quota used up"}, status_code=429,
+            headers={"X-Error-Code": "RATE_LIMITED"},
+        )
+
+    @app.get("/llm/missing")
+    async def missing() -> None:
+        from fastapi import HTTPException
+
+        raise HTTPException(status_code=404, detail="no such model")
+
+    return app
+
+
+async def test_error_body_in_chunks_is_joined_then_rewritten() -> None:
+    r = await get(streaming_app(rewrite_responses=["/llm"]), "/llm/chunks")
+    assert r.status_code == 503
+    assert r.json()["code"] == "LLM_OVERLOADED"
+    assert r.headers["content-length"] == str(len(r.content))
+
+
+async def test_error_body_over_the_limit_passes_through_unchanged() -> None:
+    app = streaming_app(rewrite_responses=["/llm"], rewrite_max_body_bytes=100)
+    with errtrace.testing.capture_events() as events:
+        r = await get(app, "/llm/big")
+    assert r.status_code == 529
+    assert r.content == b"overloaded_error " * 32  # every chunk, in order, none lost
+    assert r.headers["content-type"].startswith("text/plain")
+    assert "x-error-code" not in r.headers
+    assert len(r.headers["x-trace-id"]) == 32
+    assert events == []  # passed through: nothing was classified or recorded
+
+
+async def test_error_body_under_a_raised_limit_is_rewritten() -> None:
+    app = streaming_app(rewrite_responses=["/llm"], rewrite_max_body_bytes=1000)
+    r = await get(app, "/llm/big")
+    assert r.status_code == 503 and r.json()["code"] == "LLM_OVERLOADED"
+
+
+async def test_error_response_with_a_code_is_kept_as_sent() -> None:
+    with errtrace.testing.capture_events() as events:
+        r = await get(streaming_app(rewrite_responses=["/llm"]), "/llm/coded")
+    assert r.status_code == 429
+    assert r.json() == {"message": "quota used up"}
+    assert r.headers["x-error-code"] == "RATE_LIMITED"
+    assert events == []
+
+
+async def test_framework_error_on_a_rewritten_route_is_answered_once() -> None:
+    with errtrace.testing.capture_events() as events:
+        r = await get(streaming_app(rewrite_responses=["/llm"]), "/llm/missing")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "NOT_FOUND"
+    assert [e.code for e in events] == ["NOT_FOUND"]  # errtrace's own answer, not rewritten
