@@ -312,3 +312,91 @@ async def test_context_inside_a_users_exception_handler() -> None:
         r = await c.get("/quota", headers=H)
     assert r.json()["trace_id"] == TRACE_ID and r.json()["biz_code"] == "tenant-42"
     assert r.headers["x-trace-id"] == TRACE_ID
+
+
+# --- the framework's own error paths -------------------------------------------------------
+
+
+async def test_fallback_answers_a_framework_http_exception() -> None:
+    app = errtrace.instrument(FastAPI())
+
+    @app.get("/search")
+    async def search() -> None:
+        raise HTTPException(status_code=404, detail="no index for this tenant")
+
+    @app.get("/similar")
+    async def similar() -> None:
+        raise HTTPException(status_code=409, detail="index rebuilding")
+
+    errtrace.set_fallback("NOT_FOUND", lambda err, ctx: {"results": [], "cached": True})
+    errtrace.set_fallback(
+        "CONFLICT", lambda err, ctx: PlainTextResponse("stale results", status_code=203)
+    )
+    with errtrace.testing.capture_events() as events:
+        async with client(app) as c:
+            plain = await c.get("/search", headers=H)
+            framework = await c.get("/similar", headers=H)
+    assert plain.status_code == 200 and plain.json() == {"results": [], "cached": True}
+    assert plain.headers["x-errtrace-fallback"] == "NOT_FOUND"
+    assert plain.headers["x-trace-id"] == TRACE_ID
+    # A framework response from the fallback is sent as it is.
+    assert (framework.status_code, framework.text) == (203, "stale results")
+    assert framework.headers["x-trace-id"] == TRACE_ID
+    assert [(e.code, e.fallback) for e in events] == [
+        ("NOT_FOUND", "applied"), ("CONFLICT", "applied"),
+    ]
+
+
+async def test_http_exception_below_400_is_not_an_error() -> None:
+    app = errtrace.instrument(FastAPI())
+
+    @app.get("/cached")
+    async def cached() -> None:
+        raise HTTPException(status_code=304, headers={"ETag": '"v7"'})
+
+    with errtrace.testing.capture_events() as events:
+        async with client(app) as c:
+            r = await c.get("/cached", headers=H)
+    assert r.status_code == 304 and r.content == b""
+    assert r.headers["etag"] == '"v7"' and r.headers["x-trace-id"] == TRACE_ID
+    assert "x-error-code" not in r.headers and events == []
+
+
+async def test_error_in_a_middleware_added_after_instrument() -> None:
+    class Gatekeeper:  # added after instrument(): it runs outside errtrace's middleware
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"] == "/guarded":
+                raise RuntimeError("token store at 10.0.0.9 down")
+            await self.app(scope, receive, send)
+
+    app = errtrace.instrument(FastAPI())
+    app.add_middleware(Gatekeeper)
+
+    @app.get("/guarded")
+    async def guarded() -> dict[str, str]:
+        return {"never": "reached"}
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    with errtrace.testing.capture_events() as events:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            r = await c.get("/guarded", headers=H)
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["code"] == "INTERNAL" and body["trace_id"] == TRACE_ID
+    assert r.headers["x-trace-id"] == TRACE_ID
+    assert "10.0.0.9" not in r.text
+    assert [(e.code, e.biz_code, e.event_id) for e in events] == [
+        ("INTERNAL", "tenant-42", body["instance"].rsplit(":", 1)[-1]),
+    ]
+
+
+async def test_instrument_after_the_app_started_is_a_clear_error() -> None:
+    app = FastAPI()
+    async with client(app) as c:
+        await c.get("/")  # the middleware stack is built on the first request
+    with pytest.raises(RuntimeError, match="before the application starts"):
+        errtrace.instrument(app)
