@@ -460,3 +460,55 @@ def test_level_0_error_exits_after_the_status_went_out(mode: str) -> None:
         assert fatal.trailing()["x-error-code"] == "AI_PROCESS_UNSAFE"
         assert exits.wait(5)
     assert calls == ["exit"]
+
+
+def _eager_stream_handler() -> grpc.GenericRpcHandler:
+    """A server-streaming method whose handler checks the request before it returns an
+    iterator: its errors are raised by the call itself, not by the first ``next``."""
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    def eager(request: StringValue, context: grpc.ServicerContext) -> Iterator[StringValue]:
+        if request.value.startswith("app:"):
+            raise errtrace.AppError(request.value[4:], "safe message")
+        if request.value == "abort":
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "handler said no")
+        return iter([StringValue(value="one"), StringValue(value="two")])
+
+    return grpc.method_handlers_generic_handler("test.Echo", {
+        "ServerStream": grpc.unary_stream_rpc_method_handler(
+            eager, request_deserializer=StringValue.FromString,
+            response_serializer=StringValue.SerializeToString,
+        ),
+    })
+
+
+def test_stream_handler_failing_before_its_iterator() -> None:
+    errtrace.set_fallback("AI_MODEL_LOAD_FAILED", lambda err, ctx: _string("cached"))
+    md = [("traceparent", TRACEPARENT)]
+    with sync_server(
+        errtrace.grpc_server_interceptors(), _eager_stream_handler()
+    ) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as ch, capture_events() as events:
+        ok = invoke(ch, "ServerStream", "fine", md)
+        failed = invoke(ch, "ServerStream", "app:AI_INFERENCE_TIMEOUT", md)
+        aborted = invoke(ch, "ServerStream", "abort", md)
+        fallback = invoke(ch, "ServerStream", "app:AI_MODEL_LOAD_FAILED", md)
+    assert ok.error is None and ok.values == ["one", "two"]
+    assert failed.values == [] and failed.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    _status, info, retry = _rich(failed)
+    assert info.reason == "AI_INFERENCE_TIMEOUT" and retry is not None
+    assert failed.trailing()["x-trace-id"] == TRACE_ID
+    # The handler's own abort is not an application error.
+    assert aborted.code is grpc.StatusCode.PERMISSION_DENIED
+    assert rpc_status.from_call(aborted.call) is None
+    assert aborted.trailing()["x-trace-id"] == TRACE_ID
+    # Nothing was sent yet: the fallback's message is the whole stream.
+    assert fallback.error is None and fallback.values == ["cached"]
+    assert [(e.code, e.response_started, e.fallback) for e in events] == [
+        ("AI_INFERENCE_TIMEOUT", False, None), ("AI_MODEL_LOAD_FAILED", False, "applied"),
+    ]
+
+
+def _string(value: str) -> Any:
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    return StringValue(value=value)
