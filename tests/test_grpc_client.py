@@ -311,6 +311,36 @@ def test_sync_future_and_call_object_stay_usable(server_b: str) -> None:
         assert future.code() is grpc.StatusCode.NOT_FOUND
 
 
+def test_sync_future_callbacks_and_state(server_b: str) -> None:
+    import threading
+
+    seen: list[BaseException | None] = []
+    called = threading.Event()
+
+    def on_done(done: Any) -> None:
+        seen.append(done.exception())
+        called.set()
+
+    with grpc.insecure_channel(server_b) as plain:
+        channel = grpc.intercept_channel(plain, *errtrace.grpc_client_interceptors())
+        m = channel.unary_unary(path("Unary"), request_serializer=SER, response_deserializer=DE)
+        future = m.future(StringValue(value="app:NOT_FOUND"), timeout=10)
+        future.add_done_callback(on_done)
+        assert called.wait(10)
+        # The callback is handed the wrapper: what it reads is the AppError.
+        [err] = seen
+        assert isinstance(err, errtrace.AppError) and err.code == "NOT_FOUND"
+        assert future.done() and not future.running() and not future.cancelled()
+        assert not future.is_active() and future.cancel() is False
+        assert future.details() == "safe message"
+        assert future.traceback() is not None
+        assert future.initial_metadata() is not None
+        remaining = future.time_remaining()
+        assert remaining is None or remaining <= 10
+        ok = m.future(StringValue(value="ok"), timeout=10)
+        assert ok.result().value == "ok" and ok.exception() is None
+
+
 def test_aio_call_object_stays_usable(server_b: str) -> None:
     async def main() -> None:
         interceptors = errtrace.grpc_aio_client_interceptors()
