@@ -155,6 +155,32 @@ async def test_fallback_result_answers_the_request() -> None:
     assert "x-trace-id" in r.headers
 
 
+async def test_fallback_may_answer_with_a_framework_response() -> None:
+    from starlette.responses import PlainTextResponse
+
+    errtrace.set_fallback(
+        "AI_GPU_OUT_OF_MEMORY",
+        lambda err, ctx: PlainTextResponse("served by the small model", status_code=203),
+    )
+    async with client(ErrtraceMiddleware(raising_app)) as c:
+        r = await c.get("/app-error", headers={"traceparent": TRACEPARENT})
+    assert (r.status_code, r.text) == (203, "served by the small model")
+    assert r.headers["x-trace-id"] == TRACE_ID  # sent through errtrace's send
+
+
+async def test_a_client_gone_while_the_error_is_answered() -> None:
+    async def gone(message: Any) -> None:
+        raise OSError("connection reset by peer")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/boom", "headers": []}
+    with errtrace.testing.capture_events() as events:
+        await ErrtraceMiddleware(raising_app)(scope, receive, gone)  # does not raise
+    assert [e.code for e in events] == ["INTERNAL"]  # recorded before the answer failed
+
+
 async def test_lifespan_and_websocket_pass_through_untouched() -> None:
     seen: list[tuple[str, object]] = []
 
