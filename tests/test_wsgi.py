@@ -311,6 +311,33 @@ def test_context_is_reset_when_the_client_goes_away_mid_body() -> None:
     assert list(result) == []  # nothing more after close
 
 
+def test_base_exceptions_never_leave_the_context_bound() -> None:
+    # Threads are reused: an interrupt or exit passing through must still reset.
+    with capture_events() as events:
+        with pytest.raises(KeyboardInterrupt):
+            interrupted = ErrtraceWSGIMiddleware(raising_app(KeyboardInterrupt()))
+            _call(interrupted, {"traceparent": TRACEPARENT})
+        assert errtrace.current() is None
+
+        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            start_response("200 OK", [("Content-Type", "text/plain")])
+
+            def body() -> Iterator[bytes]:
+                yield b"a"
+                raise SystemExit(3)
+
+            return body()
+
+        result, _ = _call(ErrtraceWSGIMiddleware(app), {"traceparent": TRACEPARENT})
+        chunks = iter(result)
+        assert next(chunks) == b"a"
+        assert errtrace.current() is not None  # bound while the body streams
+        with pytest.raises(SystemExit):
+            next(chunks)
+        assert errtrace.current() is None
+    assert events == []  # not application errors: nothing recorded
+
+
 def test_context_reset_at_exhaustion_then_close_still_closes_the_app_body() -> None:
     body = TrackedBody([b"x"])
     result, _ = _call(ErrtraceWSGIMiddleware(streaming_app(body)))
