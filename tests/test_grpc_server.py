@@ -483,7 +483,9 @@ def _eager_stream_handler() -> grpc.GenericRpcHandler:
 
 
 def test_stream_handler_failing_before_its_iterator() -> None:
-    errtrace.set_fallback("AI_MODEL_LOAD_FAILED", lambda err, ctx: _string("cached"))
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    errtrace.set_fallback("AI_MODEL_LOAD_FAILED", lambda err, ctx: StringValue(value="cached"))
     md = [("traceparent", TRACEPARENT)]
     with sync_server(
         errtrace.grpc_server_interceptors(), _eager_stream_handler()
@@ -506,9 +508,3 @@ def test_stream_handler_failing_before_its_iterator() -> None:
     assert [(e.code, e.response_started, e.fallback) for e in events] == [
         ("AI_INFERENCE_TIMEOUT", False, None), ("AI_MODEL_LOAD_FAILED", False, "applied"),
     ]
-
-
-def _string(value: str) -> Any:
-    from google.protobuf.wrappers_pb2 import StringValue
-
-    return StringValue(value=value)
