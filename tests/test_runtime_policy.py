@@ -12,6 +12,7 @@ import pytest
 import errtrace
 from errtrace.core.config import Config, ConfigError
 from errtrace.core.context import ErrorContext, bind, current, reset
+from errtrace.core.errors import RemoteError
 from errtrace.core.ids import new_event_id
 from errtrace.core.policy import policy
 from errtrace.core.runtime import Runtime
@@ -81,6 +82,47 @@ def test_exit_only_for_level_0_and_only_when_enabled() -> None:
     assert exits == ["exit"]
     with pytest.raises(ValueError, match="level 0"):
         policy.set_level_actions(1, ["log", "exit"])
+
+
+def test_a_dependencys_level_0_answer_does_not_stop_this_process() -> None:
+    from errtrace.core.encoding import from_http_response
+
+    exits: list[str] = []
+    runtime = Runtime(Config(exit_on_fatal=True))
+    runtime.exit_handler = lambda: exits.append("exit")
+    answers = [
+        from_http_response(500, {"content-type": "application/json"},
+                           b'{"code": "AI_PROCESS_UNSAFE", "event_id": "E1"}'),
+        from_http_response(500, {"x-error-code": "THEIR_OWN_CODE", "x-error-level": "0"}, b""),
+    ]
+    for remote in answers:
+        assert remote is not None and remote.remote is not None
+        failure = runtime.fail(remote, CTX, transport="http")
+        # The code and level travel on to this service's caller as they came...
+        assert failure.event.level == 0 and failure.event.http_status == 500
+        runtime.after_response(failure)
+    # ...but only the process that raised a level 0 error is unsafe, not its callers.
+    assert exits == []
+    runtime.after_response(runtime.fail(errtrace.AppError("AI_PROCESS_UNSAFE"), CTX, transport="x"))
+    assert exits == ["exit"]
+
+
+def test_a_failed_answer_claiming_a_non_failing_level_counts_as_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from errtrace.core.encoding import from_http_response
+
+    remote = from_http_response(500, {"x-error-code": "DB_DOWN", "x-error-level": "5"}, b"")
+    assert remote is not None
+    assert remote.code == "DB_DOWN" and remote.level == 2 and remote.http_status == 500
+    with caplog.at_level(logging.INFO, logger="errtrace"):
+        failure = Runtime(Config()).fail(remote, CTX, transport="http")
+    assert failure.event.http_status == 500 and failure.event.level == 2
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
+    # Without an error status the remote's own level stands (a report passed on).
+    assert errtrace.AppError(
+        "THEIR_NOTICE", remote=RemoteError(code="THEIR_NOTICE", level=5)
+    ).level == 5
 
 
 def test_code_actions_override_level_actions() -> None:

@@ -76,7 +76,10 @@ def resolve_code(
     """The registered code of that id, or an ad-hoc one for ids this process does not know.
 
     A code decoded from another service may be one only that service registered; its
-    own level and status then stand in for a definition here.
+    own level and status then stand in for a definition here. A level that would not
+    fail a request is not believed for an answer that did fail (an error status came
+    with it): the code is then treated as SEVERE, so that a real failure is neither
+    logged as information nor left out of the error counts.
     """
     known = (codes or registry).find(code_id)
     if known is not None:
@@ -84,6 +87,11 @@ def resolve_code(
     try:
         lvl = Level.parse(level) if level is not None else Level.SEVERE
     except ValueError:
+        lvl = Level.SEVERE
+    failed = (http_status is not None and http_status >= 400) or (
+        grpc_status is not None and grpc_status != "OK"
+    )
+    if failed and not lvl.fails_request:
         lvl = Level.SEVERE
     if not lvl.fails_request:
         return ErrorCode(id=_safe_id(code_id), level=lvl)

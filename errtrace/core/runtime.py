@@ -280,10 +280,13 @@ class Runtime:
 
     def needs_after_response(self, failure: Failure) -> bool:
         """True when :meth:`after_response` has something to do for ``failure`` (a
-        level 0 exit), so that adapters only schedule it then."""
+        level 0 exit), so that adapters only schedule it then. A level 0 error decoded
+        from a dependency's answer never stops this process: the process that is unsafe
+        is the one that raised it."""
         err = failure.error
         return (
             err.level is Level.FATAL
+            and err.remote is None
             and self.config.exit_on_fatal
             and "exit" in self.policy.actions_for(err.error_code)
         )
