@@ -36,6 +36,29 @@ def _runtime(config: Config | None, options: dict[str, Any]) -> Runtime:
     return runtime
 
 
+def _installed_runtime(app: object) -> Runtime | None:
+    """The runtime a previous ``instrument()`` call installed on ``app``, if any."""
+    found = getattr(getattr(app, "state", None), "errtrace_runtime", None)
+    if found is None:
+        extensions = getattr(app, "extensions", None)
+        found = extensions.get("errtrace") if isinstance(extensions, dict) else None
+    return found if isinstance(found, Runtime) else None
+
+
+def _check_settings(app: object, config: Config | None, options: dict[str, Any]) -> None:
+    """A second ``instrument()`` on the same app is a no-op; settings that differ from
+    the first call's would be silently lost, so they are an error instead."""
+    installed = _installed_runtime(app)
+    if installed is None:
+        return
+    wanted = config if config is not None else Config.load(**options)
+    if wanted != installed.config:
+        raise RuntimeError(
+            "this app is instrumented already, with other settings; "
+            "pass them to the first errtrace.instrument() call"
+        )
+
+
 def instrument(app: A, *, config: Config | None = None, **options: Any) -> A:
     """Give ``app`` the errtrace context and structured errors; returns ``app`` itself.
 
@@ -44,6 +67,8 @@ def instrument(app: A, *, config: Config | None = None, **options: Any) -> A:
     working with ``@app.get``. Any other ASGI or WSGI callable is wrapped and the
     wrapper returned. Options are those of :class:`errtrace.Config`.
     """
+    if config is not None or options:
+        _check_settings(app, config, options)
     runtime = _runtime(config, options)
     # The app's type is only known by inspection here; each branch checks it first.
     target: Any = app

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, WebSocket
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -363,7 +363,7 @@ async def test_http_exception_below_400_is_not_an_error() -> None:
 
 
 async def test_error_in_a_middleware_added_after_instrument() -> None:
-    class Gatekeeper:  # added after instrument(): it runs outside errtrace's middleware
+    class Gatekeeper:  # added after instrument(): errtrace's middleware still wraps it
         def __init__(self, app: Any) -> None:
             self.app = app
 
@@ -400,3 +400,281 @@ async def test_instrument_after_the_app_started_is_a_clear_error() -> None:
         await c.get("/")  # the middleware stack is built on the first request
     with pytest.raises(RuntimeError, match="before the application starts"):
         errtrace.instrument(app)
+
+
+# --- what users combine with instrument() -----------------------------------------------
+
+
+async def test_middlewares_added_after_instrument_answer_with_the_context() -> None:
+    from fastapi.middleware.cors import CORSMiddleware
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    class Auth(BaseHTTPMiddleware):
+        async def dispatch(self, request: Request, call_next: Any) -> Any:
+            if "authorization" not in request.headers:
+                return JSONResponse({"seen": ctx_dict()["trace_id"]}, status_code=401)
+            return await call_next(request)
+
+    app = errtrace.instrument(FastAPI())
+    app.add_middleware(Auth)
+    app.add_middleware(CORSMiddleware, allow_origins=["https://ok.example"], allow_methods=["GET"])
+
+    @app.get("/data")
+    async def data() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    preflight = {
+        **H, "origin": "https://ok.example", "access-control-request-method": "GET",
+    }
+    async with client(app) as c:
+        cors = await c.options("/data", headers=preflight)
+        denied = await c.get("/data", headers=H)
+        served = await c.get("/data", headers={**H, "authorization": "Bearer t"})
+    assert cors.status_code == 200 and cors.headers["x-trace-id"] == TRACE_ID
+    assert denied.status_code == 401 and denied.headers["x-trace-id"] == TRACE_ID
+    assert denied.json() == {"seen": TRACE_ID}  # the middleware ran inside the context
+    assert served.json() == {"ok": "yes"} and served.headers["x-trace-id"] == TRACE_ID
+    assert app.user_middleware[0].cls.__name__ == "ErrtraceMiddleware"  # type: ignore[attr-defined]
+
+
+async def test_http_exception_on_a_websocket_is_a_denial_carrying_the_problem() -> None:
+    from starlette.testclient import TestClient, WebSocketDenialResponse
+
+    app = errtrace.instrument(FastAPI())
+
+    def auth() -> None:
+        raise HTTPException(403, "no ticket")
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket, _: None = Depends(auth)) -> None:
+        await websocket.accept()
+
+    with (
+        errtrace.testing.capture_events() as events,
+        TestClient(app) as tc,
+        pytest.raises(WebSocketDenialResponse) as denied,
+        tc.websocket_connect("/ws", headers=H),
+    ):
+        pass
+    response = denied.value
+    assert response.status_code == 403
+    assert response.headers["x-error-code"] == "PERMISSION_DENIED"
+    assert response.headers["x-trace-id"] == TRACE_ID
+    assert response.json()["code"] == "PERMISSION_DENIED"
+    assert [(e.code, e.method, e.route) for e in events] == [("PERMISSION_DENIED", None, "/ws")]
+
+
+def sub_app() -> FastAPI:
+    sub = FastAPI()
+
+    @sub.get("/conflict")
+    async def conflict() -> None:
+        raise errtrace.AppError("CONFLICT")
+
+    @sub.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("db password hunter2")
+
+    @sub.get("/gone")
+    async def gone() -> None:
+        raise HTTPException(404, "no such thing")
+
+    @sub.get("/ctx")
+    async def ctx() -> dict[str, Any]:
+        return ctx_dict()
+
+    return sub
+
+
+@pytest.mark.parametrize("instrument_sub", [False, True], ids=["outer-only", "both"])
+async def test_mounted_apps_answer_structured_errors_in_the_requests_context(
+    instrument_sub: bool,
+) -> None:
+    seen: list[Any] = []
+
+    class Probe:  # sees the context the outer app's middleware bound
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            seen.append(errtrace.current())
+            await self.app(scope, receive, send)
+
+    app = errtrace.instrument(FastAPI())
+    app.add_middleware(Probe)
+    sub = sub_app()
+    if instrument_sub:
+        errtrace.instrument(sub)
+    app.mount("/sub", sub)
+    with errtrace.testing.capture_events() as events:
+        async with client(app) as c:
+            conflict = await c.get("/sub/conflict", headers=H)
+            boom = await c.get("/sub/boom", headers=H)
+            gone = await c.get("/sub/gone", headers=H)
+            ctx = await c.get("/sub/ctx", headers=H)
+    for r, status, code in [(conflict, 409, "CONFLICT"), (boom, 500, "INTERNAL"),
+                            (gone, 404, "NOT_FOUND")]:
+        assert r.status_code == status
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == code and r.headers["x-error-code"] == code
+        assert r.headers["x-trace-id"] == TRACE_ID
+    assert "hunter2" not in boom.text
+    assert [(e.code, e.response_started) for e in events] == [
+        ("CONFLICT", False), ("INTERNAL", False), ("NOT_FOUND", False),
+    ]
+    # One context per request, the outer app's, down to the mounted route.
+    assert ctx.json()["span_id"] == seen[-1].span_id
+    assert ctx.json()["trace_id"] == TRACE_ID
+
+
+async def test_client_gone_mid_upload_is_cancelled_not_an_internal_alert() -> None:
+    alerts: list[str] = []
+    errtrace.on_alert(lambda event, ctx: alerts.append(event.code))
+    app = errtrace.instrument(FastAPI())
+
+    @app.post("/upload")
+    async def upload(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    messages = [
+        {"type": "http.request", "body": b"part one", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: Any) -> None:
+        pass
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/upload", "raw_path": b"/upload", "root_path": "",
+        "query_string": b"", "headers": [(b"traceparent", TRACEPARENT.encode())],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
+    }
+    with errtrace.testing.capture_events() as events:
+        await app(scope, receive, send)
+    assert [(e.code, e.level, e.trace_id) for e in events] == [("CANCELLED", 5, TRACE_ID)]
+    assert alerts == []
+
+
+async def test_sse_error_event_survives_a_base_http_middleware_below() -> None:
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    class Noop(BaseHTTPMiddleware):
+        async def dispatch(self, request: Request, call_next: Any) -> Any:
+            return await call_next(request)
+
+    app = FastAPI()
+    app.add_middleware(Noop)  # before instrument(): below errtrace's middleware
+    errtrace.instrument(app)
+    app.add_middleware(Noop)  # after: moved below it as well
+
+    async def events_then(fail: bool) -> Any:
+        yield "data: one\n\n"
+        if fail:
+            raise errtrace.AppError("LLM_RATE_LIMITED")
+        yield "data: two\n\n"
+
+    @app.get("/sse")
+    async def sse(fail: bool) -> StreamingResponse:
+        return StreamingResponse(events_then(fail), media_type="text/event-stream")
+
+    async with client(app) as c:
+        failed = await c.get("/sse", params={"fail": "true"}, headers=H)
+        clean = await c.get("/sse", params={"fail": "false"}, headers=H)
+    assert failed.status_code == 200 and failed.text.startswith("data: one\n\n")
+    assert "event: error\n" in failed.text
+    problem = json.loads(failed.text.split("event: error\ndata: ", 1)[1])
+    assert problem["code"] == "LLM_RATE_LIMITED" and problem["trace_id"] == TRACE_ID
+    assert clean.text == "data: one\n\ndata: two\n\n"
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_the_apps_own_500_handler_answers_unhandled_errors(when: str) -> None:
+    app = FastAPI()
+
+    def mine(request: Request, exc: Exception) -> JSONResponse:  # sync: Starlette allows it
+        return JSONResponse({"mine": type(exc).__name__}, status_code=500)
+
+    if when == "before":
+        app.add_exception_handler(Exception, mine)
+    errtrace.instrument(app)
+    if when == "after":
+        app.add_exception_handler(500, mine)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise KeyError("session")
+
+    @app.get("/coded")
+    async def coded() -> None:
+        raise errtrace.AppError("CONFLICT")
+
+    with errtrace.testing.capture_events() as events:
+        async with client(app) as c:
+            boom_r = await c.get("/boom", headers=H)
+            coded_r = await c.get("/coded", headers=H)
+    assert boom_r.status_code == 500 and boom_r.json() == {"mine": "KeyError"}
+    assert boom_r.headers["x-trace-id"] == TRACE_ID
+    assert coded_r.status_code == 409 and coded_r.json()["code"] == "CONFLICT"
+    assert [e.code for e in events] == ["INTERNAL", "CONFLICT"]
+
+
+async def test_async_fallbacks_are_awaited() -> None:
+    async def cached(err: errtrace.AppError, ctx: Any) -> dict[str, str]:
+        await asyncio.sleep(0)
+        return {"answer": "from cache", "trace": ctx.trace_id}
+
+    async def broken(err: errtrace.AppError, ctx: Any) -> dict[str, str]:
+        raise LookupError("cache down")
+
+    errtrace.set_fallback("AI_MODEL_LOAD_FAILED", cached)
+    errtrace.set_fallback("AI_POLICY_REJECTED", broken)
+    app = errtrace.instrument(FastAPI())
+
+    @app.get("/model")
+    async def model() -> None:
+        raise errtrace.AppError("AI_MODEL_LOAD_FAILED")
+
+    @app.get("/policy")
+    async def policy_route() -> None:
+        raise errtrace.AppError("AI_POLICY_REJECTED")
+
+    with errtrace.testing.capture_events() as events:
+        async with client(app) as c:
+            served = await c.get("/model", headers=H)
+            refused = await c.get("/policy", headers=H)
+    assert served.status_code == 200
+    assert served.json() == {"answer": "from cache", "trace": TRACE_ID}
+    assert served.headers["x-errtrace-fallback"] == "AI_MODEL_LOAD_FAILED"
+    assert refused.status_code == 403 and refused.json()["code"] == "AI_POLICY_REJECTED"
+    assert [(e.code, e.fallback) for e in events] == [
+        ("AI_MODEL_LOAD_FAILED", "applied"), ("AI_POLICY_REJECTED", "failed"),
+    ]
+
+
+async def test_a_coded_error_from_a_task_group_keeps_its_code() -> None:
+    import anyio
+
+    app = errtrace.instrument(FastAPI())
+
+    @app.get("/group")
+    async def group() -> None:
+        async def lookup() -> None:
+            raise errtrace.AppError("NOT_FOUND", "no such document")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lookup)
+
+    async with client(app) as c:
+        r = await c.get("/group", headers=H)
+    assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
+
+
+async def test_instrument_again_with_other_settings_is_an_error() -> None:
+    app = errtrace.instrument(FastAPI(), service_name="first")
+    errtrace.instrument(app, service_name="first")  # the same settings: a no-op
+    with pytest.raises(RuntimeError, match="instrumented already, with other settings"):
+        errtrace.instrument(app, service_name="second")

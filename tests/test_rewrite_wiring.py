@@ -257,3 +257,36 @@ async def test_framework_error_on_a_rewritten_route_is_answered_once() -> None:
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["code"] == "NOT_FOUND"
     assert [e.code for e in events] == ["NOT_FOUND"]  # errtrace's own answer, not rewritten
+
+
+async def test_rewritten_response_keeps_the_providers_delay_and_headers() -> None:
+    app = errtrace.instrument(FastAPI(), rewrite_responses=["/llm"])
+
+    @app.get("/llm/limited")
+    async def limited() -> PlainTextResponse:
+        return PlainTextResponse("Rate limit exceeded", status_code=429, headers={
+            "Retry-After": "30", "x-ratelimit-remaining-requests": "0",
+            "set-cookie": "route=b; Path=/", "x-error-level": "6",
+        })
+
+    r = await get(app, "/llm/limited")
+    assert r.status_code == 429 and r.json()["code"] == "LLM_RATE_LIMITED"
+    assert r.headers["retry-after"] == "30" and r.json()["retry_after"] == 30
+    assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    assert r.headers["set-cookie"] == "route=b; Path=/"
+    # What errtrace sets itself is its own, once, and the length fits the new body.
+    assert r.headers.get_list("x-error-level") == [str(r.json()["level"])]
+    assert r.headers.get_list("content-type") == ["application/problem+json"]
+    assert int(r.headers["content-length"]) == len(r.content)
+
+
+async def test_rewritten_response_is_answered_by_the_codes_fallback() -> None:
+    errtrace.set_fallback(
+        "LLM_CONTEXT_LENGTH_EXCEEDED", lambda err, ctx: {"answer": "summarised first"}
+    )
+    app = fastapi_app(rewrite_responses=["/llm"])
+    with errtrace.testing.capture_events() as events:
+        r = await get(app, "/llm/json")
+    assert r.status_code == 200 and r.json() == {"answer": "summarised first"}
+    assert r.headers["x-errtrace-fallback"] == "LLM_CONTEXT_LENGTH_EXCEEDED"
+    assert [(e.code, e.fallback) for e in events] == [("LLM_CONTEXT_LENGTH_EXCEEDED", "applied")]

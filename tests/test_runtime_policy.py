@@ -310,3 +310,37 @@ def test_unhandled_exception_logged_once_with_stack(caplog: pytest.LogCaptureFix
 def test_current_is_none_outside_a_request() -> None:
     assert current() is None
     assert errtrace.outgoing_headers()["traceparent"].startswith("00-")
+
+
+def test_an_async_fallback_on_a_server_that_cannot_await_it_fails_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import warnings
+
+    async def cached(err: errtrace.AppError, ctx: Any) -> dict[str, str]:
+        return {"answer": "cached"}
+
+    errtrace.set_fallback("AI_MODEL_LOAD_FAILED", cached)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a coroutine never awaited would warn here
+        failure = Runtime(Config()).fail(
+            errtrace.AppError("AI_MODEL_LOAD_FAILED"), CTX, transport="grpc"
+        )
+    assert not failure.has_fallback and failure.event.fallback == "failed"
+    assert any("coroutine function" in r.getMessage() for r in caplog.records)
+
+
+def test_exception_groups_of_one_error_are_translated_as_that_error() -> None:
+    import builtins
+
+    from errtrace.core.errors import to_app_error
+
+    ExceptionGroup = getattr(builtins, "ExceptionGroup", None)
+    if ExceptionGroup is None:
+        pytest.skip("exception groups are new in Python 3.11")
+    inner = errtrace.AppError("NOT_FOUND")
+    assert to_app_error(ExceptionGroup("tasks", [inner])) is inner
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", [TimeoutError("slow")])])
+    assert to_app_error(nested).code == "TIMEOUT"
+    two = ExceptionGroup("tasks", [inner, TimeoutError("slow")])
+    assert to_app_error(two).code == "INTERNAL"

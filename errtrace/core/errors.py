@@ -18,6 +18,7 @@ then registered translators (the LLM SDK adapter is one), then ``INTERNAL``.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import math
 import sys
@@ -362,9 +363,17 @@ class ExceptionMapper:
         return code
 
     def translate(self, exc: BaseException) -> AppError:
-        """Turn any exception into an :class:`AppError`; never raises."""
+        """Turn any exception into an :class:`AppError`; never raises.
+
+        An exception group holding one exception (an anyio or asyncio task group with
+        one failed task) is translated as that exception.
+        """
         if isinstance(exc, AppError):
             return exc
+        if _GROUP is not None and isinstance(exc, _GROUP):
+            only = _only_member(exc)
+            if only is not None:
+                return self.translate(only)
         code = self.lookup(exc)
         if code is None:
             for translator in self._translators:
@@ -382,6 +391,21 @@ class ExceptionMapper:
         if found is None:  # a mapping to a code removed from the registry since
             return AppError(code, None, cause=exc)
         return AppError._translated(found, exc)
+
+
+_GROUP: type[BaseException] | None = getattr(builtins, "BaseExceptionGroup", None)
+
+
+def _only_member(group: BaseException) -> Exception | None:
+    """The one exception inside (nested) single-member groups, else None."""
+    for _ in range(32):  # nesting is bounded: a group is built by code, not input
+        members: tuple[BaseException, ...] = getattr(group, "exceptions", ())
+        if len(members) != 1:
+            return None
+        group = members[0]
+        if _GROUP is None or not isinstance(group, _GROUP):
+            return group if isinstance(group, Exception) else None
+    return None
 
 
 mapper = ExceptionMapper()

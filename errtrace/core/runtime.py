@@ -14,6 +14,7 @@ so that all logic (classification, events, hooks, encoding) lives here, once.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ from errtrace.core.encoding import (
     client_details,
     error_headers,
     from_http_response,
+    parse_retry_after,
     problem,
     problem_json,
 )
@@ -150,7 +152,60 @@ class Runtime:
         route: str | None = None,
         response_started: bool = False,
     ) -> Failure:
-        """Translate ``exc``, record it, and run the code's fallback if it has one."""
+        """Translate ``exc``, record it, and run the code's fallback if it has one.
+
+        For servers that cannot await: a fallback defined with ``async def`` counts as
+        failed here (its coroutine is closed and the error logged); async servers call
+        :meth:`fail_async`, which awaits it.
+        """
+        failure = self._fail(exc, ctx, transport, method, route, response_started)
+        result = failure.fallback_result
+        if result is not NO_RESULT and inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            stats.incr("hook_failures")
+            log.error(
+                "errtrace: the fallback for %s is a coroutine function; only async servers "
+                "(ASGI, grpc.aio) can await it", failure.error.code,
+            )
+            failure.fallback_result = NO_RESULT
+            failure.event.fallback = "failed"
+        return failure
+
+    async def fail_async(
+        self,
+        exc: BaseException,
+        ctx: ErrorContext | None,
+        *,
+        transport: str,
+        method: str | None = None,
+        route: str | None = None,
+        response_started: bool = False,
+    ) -> Failure:
+        """:meth:`fail` for async servers: a fallback defined with ``async def`` is awaited
+        (an exception it raises is logged and counted, and the error answers instead)."""
+        failure = self._fail(exc, ctx, transport, method, route, response_started)
+        result = failure.fallback_result
+        if result is not NO_RESULT and inspect.isawaitable(result):
+            try:
+                result = await result
+            except Exception:
+                stats.incr("hook_failures")
+                log.exception("errtrace: fallback for %s raised; ignored", failure.error.code)
+                result = NO_RESULT
+            failure.fallback_result = result
+            failure.event.fallback = "applied" if result is not NO_RESULT else "failed"
+        return failure
+
+    def _fail(
+        self,
+        exc: BaseException,
+        ctx: ErrorContext | None,
+        transport: str,
+        method: str | None,
+        route: str | None,
+        response_started: bool,
+    ) -> Failure:
         err = to_app_error(exc)
         event = self.record(
             err, ctx, transport=transport, method=method, route=route,
@@ -320,6 +375,10 @@ class Runtime:
 
         found = from_response(status, body, headers.get("content-type"))
         details = dict(found.details)
+        if "retry_after" not in details:  # the text's own delay wins, as in the adapters
+            retry_after = parse_retry_after(headers.get("retry-after"))
+            if retry_after is not None:
+                details["retry_after"] = retry_after
         details["_provider_text"] = found.text
         details["rule"] = found.rule
         details["upstream_status"] = status

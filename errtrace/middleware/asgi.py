@@ -6,6 +6,14 @@ exception escaping the app into a problem+json response when nothing was sent ye
 the response started it records the error and ends the body cleanly; a
 ``text/event-stream`` response first gets a final ``event: error`` carrying the problem
 document. Lifespan and websocket scopes pass through untouched.
+
+An event stream's closing message is held until the app returns, so that an error raised
+after it (a ``BaseHTTPMiddleware`` between errtrace and the route sends the end of the
+body before it re-raises) still reaches the client as its ``event: error``; the stream
+then ends when the app returns, after any background task of the response.
+
+A second ``ErrtraceMiddleware`` below the first (a mounted, instrumented sub-app) keeps
+the request's context, found in ``scope["errtrace.context"]``, instead of starting one.
 """
 
 from __future__ import annotations
@@ -24,6 +32,12 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Responder = Callable[[BaseException, Scope, Receive, Send], Awaitable[bool]]
+"""Answers an unhandled exception (one errtrace translates to ``INTERNAL``) in place of
+errtrace's problem+json; returns False to leave the answer to errtrace."""
+
+SCOPE_KEY = "errtrace.context"
+"""The scope entry holding the request's context, for errtrace middlewares below."""
 
 
 class ASGIHeaderGetter:
@@ -48,10 +62,12 @@ class ErrtraceMiddleware:
         runtime: Runtime | None = None,
         *,
         config: Config | None = None,
+        responder: Responder | None = None,
         **options: Any,
     ) -> None:
         self.app = app
         self.runtime = runtime = resolve_runtime(runtime, config, options)
+        self.responder = responder
         self._trace_header = runtime.config.trace_id_header.lower().encode("latin-1")
         self._inbound = {
             name.encode("latin-1"): name for name in runtime.config.propagation.inbound_names
@@ -62,82 +78,85 @@ class ErrtraceMiddleware:
             await self.app(scope, receive, send)
             return
         runtime = self.runtime
-        # One pass over the request headers for the few that carry the context.
-        inbound = self._inbound
-        carrier: dict[str, list[str]] = {}
-        for name, value in scope["headers"]:
-            if name in inbound:
-                key = inbound[name]
-                values = carrier.get(key)
-                if values is None:
-                    carrier[key] = [value.decode("latin-1")]
-                else:
-                    values.append(value.decode("latin-1"))
-        ctx = runtime.start_collected(carrier)
-        token = bind(ctx)
+        ctx: ErrorContext | None = scope.get(SCOPE_KEY)
+        token = None
+        if ctx is None:
+            # One pass over the request headers for the few that carry the context.
+            inbound = self._inbound
+            carrier: dict[str, list[str]] = {}
+            for name, value in scope["headers"]:
+                if name in inbound:
+                    key = inbound[name]
+                    values = carrier.get(key)
+                    if values is None:
+                        carrier[key] = [value.decode("latin-1")]
+                    else:
+                        values.append(value.decode("latin-1"))
+            scope[SCOPE_KEY] = ctx = runtime.start_collected(carrier)
+            token = bind(ctx)
         trace_name = self._trace_header
         trace_header = (trace_name, ctx.trace_id.encode())
+        hold_streams = runtime.config.sse_error_event
         start_message: Message | None = None
-        finished = False
+        hold = held = finished = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal start_message, finished
+            nonlocal start_message, hold, held, finished
             kind = message["type"]
             if kind == "http.response.start":
                 start_message = message
                 headers = message.get("headers", ())
-                for name, _ in headers:
+                missing = True
+                for name, value in headers:
                     if name == trace_name:
-                        break
-                else:  # a copy: the app may reuse its header list
+                        missing = False
+                    elif name == b"content-type" and value[:17] == b"text/event-stream":
+                        hold = hold_streams
+                if missing:  # a copy: the app may reuse its header list
                     message["headers"] = [*headers, trace_header]
             elif kind == "http.response.body" and not message.get("more_body", False):
-                finished = True
+                if hold:  # an event stream's end waits for the app to return
+                    held = True
+                    if not message.get("body"):
+                        return
+                    message = {**message, "more_body": True}
+                else:
+                    finished = True
             await send(message)
 
         failure: Failure | None = None
-        app_send = send_wrapper
+        app_send: Send = send_wrapper
         if runtime.config.rewrite_responses and runtime.config.rewrites(scope.get("path", "")):
-            app_send = _RewritingSend(runtime, ctx, scope, send_wrapper)
+            app_send = _RewritingSend(runtime, ctx, scope, receive, send_wrapper)
         try:
             await self.app(scope, receive, app_send)
+            if held:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Exception as exc:
             started = start_message is not None
-            failure = runtime.fail(
+            failure = await runtime.fail_async(
                 exc, ctx, transport="http", method=scope.get("method"),
                 route=scope.get("path"), response_started=started,
             )
             try:
                 if start_message is None:
-                    await self._respond(failure, ctx, scope, receive, send_wrapper)
+                    await answer(
+                        runtime, failure, ctx, scope, receive, send_wrapper,
+                        responder=self.responder, exc=exc,
+                    )
                 elif not finished:
                     event_stream = _is_event_stream(start_message.get("headers", ()))
                     await self._end_stream(failure, ctx, send, event_stream)
             except OSError:
                 pass  # the client is gone; the error is recorded already
         finally:
-            reset(token)
+            if token is not None:
+                reset(token)
         if failure is not None:
             runtime.after_response(failure)
             # The error's cause holds a traceback holding this frame, which holds
             # `failure`: drop it so the request's objects are freed without the GC.
             failure = None
-
-    async def _respond(
-        self, failure: Failure, ctx: ErrorContext, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        result = failure.fallback_result
-        if result is not NO_RESULT:
-            plain = plain_fallback_response(
-                result, (self.runtime.config.trace_id_header, ctx.trace_id), failure.error.code
-            )
-            if plain is not None:
-                await _send_response(send, *plain)
-                return
-            if callable(result):  # a framework response object is an ASGI app
-                await result(scope, receive, send)
-                return
-        await _send_encoded(send, *self.runtime.http_error_bytes(failure.error, ctx))
 
     async def _end_stream(
         self, failure: Failure, ctx: ErrorContext, send: Send, event_stream: bool
@@ -148,6 +167,43 @@ class ErrtraceMiddleware:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+async def answer(
+    runtime: Runtime,
+    failure: Failure,
+    ctx: ErrorContext,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    responder: Responder | None = None,
+    exc: BaseException | None = None,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Send the answer to a request that failed before its response started: the
+    fallback's result if there is one, else the app's own responder for unhandled
+    exceptions, else errtrace's problem+json (with ``extra_headers``)."""
+    result = failure.fallback_result
+    if result is not NO_RESULT:
+        plain = plain_fallback_response(
+            result, (runtime.config.trace_id_header, ctx.trace_id), failure.error.code
+        )
+        if plain is not None:
+            await _send_response(send, *plain)
+            return
+        if callable(result):  # a framework response object is an ASGI app
+            await result(scope, receive, send)
+            return
+    err = failure.error
+    if responder is not None and exc is not None and err.code == "INTERNAL":
+        answered = await responder(exc, scope, receive, send)
+        if answered:
+            return
+    status, pairs, body = runtime.http_error_bytes(err, ctx)
+    if extra_headers:
+        pairs.extend(extra_headers)
+    await _send_encoded(send, status, pairs, body)
+
+
 def _is_event_stream(headers: Sequence[tuple[bytes, bytes]]) -> bool:
     for name, value in headers:
         if name == b"content-type":
@@ -155,13 +211,25 @@ def _is_event_stream(headers: Sequence[tuple[bytes, bytes]]) -> bool:
     return False
 
 
+# Headers of a rewritten response that errtrace sets itself, or that described the body
+# it replaces; the others (a provider's rate-limit headers, cookies) are kept.
+_REPLACED = frozenset({
+    b"content-type", b"content-length", b"content-encoding", b"transfer-encoding",
+    b"retry-after", b"x-error-code", b"x-error-level", b"x-error-event-id",
+})
+
+
 class _RewritingSend:
     """A ``send`` that holds an error response until its body is complete, so that an
-    un-coded (free-text or code-less JSON) error can be replaced by a structured one.
-    Bodies over ``rewrite_max_body_bytes`` are passed through as they are."""
+    un-coded (free-text or code-less JSON) error can be replaced by a structured one,
+    or by the fallback registered for its code. Bodies over ``rewrite_max_body_bytes``
+    are passed through as they are."""
 
-    def __init__(self, runtime: Runtime, ctx: ErrorContext, scope: Scope, send: Send) -> None:
-        self.runtime, self.ctx, self.scope, self.send = runtime, ctx, scope, send
+    def __init__(
+        self, runtime: Runtime, ctx: ErrorContext, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        self.runtime, self.ctx, self.scope, self.receive = runtime, ctx, scope, receive
+        self.send = send
         self.start: Message | None = None
         self.chunks: list[bytes] = []
         self.size = 0
@@ -201,21 +269,24 @@ class _RewritingSend:
 
     async def _finish(self) -> None:
         assert self.start is not None
-        headers = {
-            k.decode("latin-1").lower(): v.decode("latin-1")
-            for k, v in self.start.get("headers", ())
-        }
+        raw = self.start.get("headers", ())
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
         body = b"".join(self.chunks)
         err = self.runtime.rewrite_response(self.start["status"], headers, body)
         if err is None:
             await self._flush(more_body=False)
             return
         self.passing = True
-        self.runtime.record(
+        failure = await self.runtime.fail_async(
             err, self.ctx, transport="http", method=self.scope.get("method"),
             route=self.scope.get("path"),
         )
-        await _send_encoded(self.send, *self.runtime.http_error_bytes(err, self.ctx))
+        replaced = _REPLACED | {self.runtime.config.trace_id_header.lower().encode("latin-1")}
+        kept = [(k.lower(), v) for k, v in raw if k.lower() not in replaced]
+        await answer(
+            self.runtime, failure, self.ctx, self.scope, self.receive, self.send,
+            extra_headers=kept,
+        )
 
 
 async def _send_response(

@@ -4,37 +4,61 @@ Starlette puts its own ``ServerErrorMiddleware`` outside every user middleware a
 turns ``HTTPException`` (and FastAPI ``RequestValidationError``) into plain JSON inside
 ``ExceptionMiddleware``. To give every response the context, this module:
 
-* adds :class:`~errtrace.middleware.asgi.ErrtraceMiddleware` as the outermost user
-  middleware (it catches what escapes the routes, ``AppError`` included);
+* adds :class:`~errtrace.middleware.asgi.ErrtraceMiddleware` and, when the app builds its
+  middleware stack (on its first request), moves it to the outermost place among the
+  user middlewares, whatever the order of ``add_middleware`` calls: CORS preflights,
+  trusted-host and authentication rejections carry ``X-Trace-ID`` and see the context;
 * installs exception handlers for ``HTTPException`` and ``RequestValidationError`` that
-  answer with problem+json, keeping the framework's status and headers;
-* installs a last-resort handler on ``ServerErrorMiddleware`` for errors raised by
-  middlewares added outside errtrace's.
+  answer with problem+json, keeping the framework's status and headers (also for a
+  websocket handshake, which Starlette answers with the response as a denial);
+* keeps an ``Exception``/500 handler of the app's own: it answers unhandled exceptions
+  (those errtrace translates to ``INTERNAL``), after errtrace recorded them, and its
+  response gets ``X-Trace-ID``; errors with a code of their own get errtrace's answer;
+* installs a last-resort handler on ``ServerErrorMiddleware`` for errors raised outside
+  errtrace's middleware;
+* instruments Starlette and FastAPI apps mounted in the routes (at the same moment,
+  with the same runtime), which share the request's context;
+* maps Starlette's ``ClientDisconnect`` (the client left mid-upload) to ``CANCELLED``.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Host, Mount, Router
 
 from errtrace.core.context import current
-from errtrace.core.errors import AppError, error_for_http_status
+from errtrace.core.errors import AppError, error_for_http_status, register_exception
 from errtrace.core.runtime import Runtime, plain_fallback_response
-from errtrace.middleware.asgi import ErrtraceMiddleware, asgi_getter
+from errtrace.middleware.asgi import (
+    ErrtraceMiddleware,
+    Receive,
+    Responder,
+    Scope,
+    Send,
+    asgi_getter,
+)
+
+log = logging.getLogger("errtrace")
 
 _MAX_FIELD_ERRORS = 100
 
 
-def _problem_response(runtime: Runtime, request: Request, err: AppError) -> Response:
+async def _problem_response(runtime: Runtime, request: Request, err: AppError) -> Response:
     ctx = current()
     if ctx is None:  # reached outside errtrace's middleware (a middleware added later)
         ctx = runtime.start(request.scope["headers"], asgi_getter)
-    failure = runtime.fail(
-        err, ctx, transport="http", method=request.method, route=request.url.path,
+    scope = request.scope
+    failure = await runtime.fail_async(
+        err, ctx, transport="http", method=scope.get("method"), route=scope.get("path"),
     )
     if failure.has_fallback:
         result = failure.fallback_result
@@ -67,6 +91,7 @@ def instrument_starlette(app: Starlette, runtime: Runtime) -> Starlette:
             "errtrace.instrument(app) must be called before the application starts"
         ) from exc
     app.state.errtrace_runtime = runtime
+    register_exception(ClientDisconnect, "CANCELLED")
 
     async def http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -74,10 +99,10 @@ def instrument_starlette(app: Starlette, runtime: Runtime) -> Starlette:
             return Response(status_code=exc.status_code, headers=exc.headers)
         detail = exc.detail if isinstance(exc.detail, str) else None
         err = error_for_http_status(exc.status_code, detail, exc.headers)
-        return _problem_response(runtime, request, err)
+        return await _problem_response(runtime, request, err)
 
     async def unhandled(request: Request, exc: Exception) -> Response:
-        return _problem_response(runtime, request, _translate(exc))
+        return await _problem_response(runtime, request, _translate(exc))
 
     handlers = app.exception_handlers
     if _is_default_handler(handlers.get(HTTPException)):
@@ -85,7 +110,73 @@ def instrument_starlette(app: Starlette, runtime: Runtime) -> Starlette:
     if _is_default_handler(handlers.get(Exception)):
         app.add_exception_handler(Exception, unhandled)
     _install_fastapi(app, runtime)
+    _hook_build(app, runtime, unhandled)
     return app
+
+
+def _hook_build(app: Starlette, runtime: Runtime, own_handler: Any) -> None:
+    """Finish the installation when the app builds its middleware stack, so that what
+    was added after ``instrument()`` (middlewares, handlers, mounts) is taken in."""
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> Any:
+        handlers = app.exception_handlers
+        found = [handlers.get(key) for key in (Exception, 500)]
+        theirs = next((h for h in found if h is not None and h is not own_handler), None)
+        entries = app.user_middleware
+        entries[:] = [m for m in entries if not _is_ours(m, runtime)]
+        responder = _handler_responder(theirs) if theirs is not None else None
+        entries.insert(
+            0, Middleware(ErrtraceMiddleware, runtime=runtime, responder=responder)  # type: ignore[arg-type]
+        )
+        for route in app.routes:
+            _instrument_mounted(route, runtime)
+        return build()
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
+
+
+def _is_ours(entry: Middleware, runtime: Runtime) -> bool:
+    factory: Any = entry.cls
+    return factory is ErrtraceMiddleware and entry.kwargs.get("runtime") is runtime
+
+
+def _instrument_mounted(route: BaseRoute, runtime: Runtime) -> None:
+    if not isinstance(route, (Mount, Host)):
+        return
+    sub = route.app
+    if isinstance(sub, Starlette):
+        if getattr(sub.state, "errtrace_runtime", None) is None:
+            if sub.middleware_stack is not None:
+                log.warning("errtrace: mounted app %r started already; not instrumented", sub)
+                return
+            instrument_starlette(sub, runtime)
+    elif isinstance(sub, Router):
+        for inner in sub.routes:
+            _instrument_mounted(inner, runtime)
+
+
+def _handler_responder(handler: Any) -> Responder:
+    """An app's own ``Exception``/500 handler as errtrace's answer to unhandled errors."""
+
+    async def respond(exc: BaseException, scope: Scope, receive: Receive, send: Send) -> bool:
+        request = Request(scope, receive)
+        try:
+            if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+                type(handler).__call__
+            ):
+                response = await handler(request, exc)
+            else:
+                response = await run_in_threadpool(handler, request, exc)
+        except Exception:
+            log.exception("errtrace: the app's error handler %r raised; errtrace answers", handler)
+            return False
+        if response is None:
+            return False
+        await response(scope, receive, send)
+        return True
+
+    return respond
 
 
 def _translate(exc: Exception) -> AppError:
@@ -107,7 +198,7 @@ def _install_fastapi(app: Starlette, runtime: Runtime) -> None:
             "The request did not validate; see 'errors'.",
             details={"errors": field_errors(exc.errors())},
         )
-        return _problem_response(runtime, request, err)
+        return await _problem_response(runtime, request, err)
 
     if _is_default_handler(app.exception_handlers.get(RequestValidationError)):
         app.add_exception_handler(RequestValidationError, validation_error)
