@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import errtrace
 from errtrace.core.codes import registry
 from errtrace.core.rewrite import (
     BUILTIN_RULES,
@@ -647,3 +648,12 @@ def test_python_repr_fast_path_agrees_with_literal_eval() -> None:
     assert agreed > 3000  # the fast path really serves the common envelopes
     assert _extract._load_py_repr("{'a': (1, 2)}") is None  # a tuple: left to literal_eval
     assert _extract._load_py_repr("{'a': 'esc\\\\n'}") is None  # escapes: left too
+
+
+def test_openai_messages_resulted_in_wording_gives_both_token_counts() -> None:
+    found = errtrace.classify(
+        "This model's maximum context length is 8192 tokens. However, your messages "
+        "resulted in 12000 tokens. Please reduce the length of the messages."
+    )
+    assert found.code == "LLM_CONTEXT_LENGTH_EXCEEDED"
+    assert found.details["requested_tokens"] == 12000 and found.details["limit_tokens"] == 8192

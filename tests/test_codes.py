@@ -173,3 +173,76 @@ def test_level_parse() -> None:
     with pytest.raises(ValueError, match=r"expected 0\.\.6"):
         Level.parse(7)
     assert [lvl.fails_request for lvl in Level] == [True] * 4 + [False] * 3
+
+
+def test_a_status_given_as_text_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "codes.yaml"
+    path.write_text("codes:\n  - {id: PAYMENT_REQUIRED_X, level: 3, http_status: '402'}\n")
+    wanted = r"codes\[0\].*http_status: '402' is not an integer"
+    with pytest.raises(CodeDefinitionError, match=wanted):
+        CodeRegistry().load_yaml(path)
+
+
+def test_a_key_given_twice_in_a_codes_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "codes.yaml"
+    path.write_text("codes:\n  - id: A_X\n    level: 3\n    id: B_X\n")
+    codes = CodeRegistry()
+    with pytest.raises(ValueError, match=r"codes.yaml:4: .*key 'id' is given twice"):
+        codes.load_yaml(path)
+    assert codes.find("B_X") is None and codes.find("A_X") is None
+
+
+def test_fallbacks_run_for_codes_the_catalog_gives_a_fallback_action() -> None:
+    from errtrace.core.config import Config
+    from errtrace.core.runtime import Runtime
+
+    errtrace.set_fallback("AI_EMBEDDING_FAILED", lambda err, ctx: {"hits": [], "mode": "keyword"})
+    failure = Runtime(Config()).fail(
+        errtrace.AppError("AI_EMBEDDING_FAILED"), None, transport="http"
+    )
+    assert failure.event.level == 2 and failure.fallback_result == {"hits": [], "mode": "keyword"}
+
+
+def test_a_fallback_that_can_never_run_is_reported_when_registered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    errtrace.set_fallback("LLM_UNKNOWN", lambda err, ctx: {})  # level 2, no catalog fallback
+    assert any("will not run" in r.getMessage() for r in caplog.records)
+
+
+def test_unregistered_local_codes_are_flagged_and_malformed_ones_stay_internal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    typo = errtrace.AppError("LLM_RATE_LIMTED_TYPO_X")
+    assert typo.code == "LLM_RATE_LIMTED_TYPO_X"
+    assert any("not registered (a typo?)" in r.getMessage() for r in caplog.records)
+    malformed = errtrace.AppError("payment-declined")
+    assert malformed.code == "INTERNAL" and malformed.http_status == 500
+    reported = errtrace.report("cache-miss")
+    assert (reported.code, reported.level) == ("UNREGISTERED_CODE", 5)
+    assert reported.details == {"given_code": "cache-miss"}
+    assert errtrace.report("NOT_A_KNOWN_CODE_X").level == 5
+
+
+def test_app_errors_survive_pickling_and_copying() -> None:
+    import copy
+    import inspect
+    import pickle
+
+    from errtrace.core.encoding import from_http_response
+    from errtrace.core.errors import error_for_http_status
+
+    local = error_for_http_status(405, "nope", {"Allow": "GET"})
+    local.event_id = "E1"
+    remote = from_http_response(429, {"x-error-code": "THEIRS_X", "x-error-level": "3"}, b"")
+    assert remote is not None
+    for err in (local, remote):
+        for clone in (pickle.loads(pickle.dumps(err)), copy.copy(err), copy.deepcopy(err)):
+            assert type(clone) is type(err)
+            assert (clone.code, clone.level, clone.http_status, clone.headers, clone.event_id) == (
+                err.code, err.level, err.http_status, err.headers, err.event_id
+            )
+            assert clone.remote == err.remote
+    assert list(inspect.signature(errtrace.AppError).parameters)[:3] == [
+        "code", "message", "details",
+    ]

@@ -292,3 +292,12 @@ def test_error_writer_follows_a_code_registered_again() -> None:
     body2 = writer.response(errtrace.AppError("MY_CODE", codes=second), CTX, None)[2]
     assert json.loads(body1)["hint"] == "first hint"
     assert json.loads(body2)["hint"] == "second hint"
+
+
+def test_debug_body_of_an_unprintable_exception() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    body = problem(to_app_error(Unprintable()), None, "E", Config(debug=True))
+    assert body["debug"]["exception"].endswith("Unprintable: <unprintable>")

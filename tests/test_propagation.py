@@ -341,3 +341,21 @@ def test_baggage_members_with_invalid_values_or_properties_are_dropped(header: s
     inject(ctx, out, dict_setter)
     assert out["baggage"] == "good=1;ttl=60"
     assert out["baggage"].isascii() and "\r" not in out["baggage"]
+
+
+def test_baggage_octets_that_are_not_utf8_become_replacement_characters() -> None:
+    assert parse_baggage(["a=%FF,b=%E2%82,c=ok"]) == [
+        ("a", "\ufffd", ""), ("b", "\ufffd", ""), ("c", "ok", ""),
+    ]
+
+
+def test_biz_code_survives_a_full_inbound_baggage() -> None:
+    inbound = ",".join(f"k{i}=v{i}" for i in range(64))
+    carrier = {"traceparent": TRACEPARENT, "baggage": inbound, "x-biz-code": "tenant-42"}
+    ctx = extract(carrier, dict_getter, DEFAULT_SETTINGS)
+    out: dict[str, str] = {}
+    inject(ctx, out, dict_setter, DEFAULT_SETTINGS)
+    sent = parse_baggage([out["baggage"]])
+    assert len(sent) == 64 and ("biz.code", "tenant-42", "") in sent
+    assert ("k63", "v63", "") not in sent  # the one inbound member over the limit
+    assert stats.snapshot().get("baggage_members_dropped") == 1

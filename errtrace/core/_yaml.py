@@ -27,9 +27,39 @@ def load_yaml_file(path: str | Path) -> Any:
     except UnicodeDecodeError as exc:
         raise ConfigFileError(f"{p}: not UTF-8 text: {exc}") from exc
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_loader_class())  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigFileError(f"{where}: invalid YAML: {problem}") from exc
+
+
+_LOADER: Any = None
+
+
+def _loader_class() -> Any:
+    """A ``yaml.SafeLoader`` that refuses a key given twice in one mapping (the plain
+    loader keeps the last value silently, so a setting could be lost unseen)."""
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        class UniqueKeyLoader(yaml.SafeLoader):
+            def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+                seen: set[Any] = set()
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=deep)
+                    try:
+                        if key in seen:
+                            raise yaml.constructor.ConstructorError(
+                                "while constructing a mapping", node.start_mark,
+                                f"key {key!r} is given twice", key_node.start_mark,
+                            )
+                        seen.add(key)
+                    except TypeError:  # an unhashable key: the base class reports it
+                        continue
+                return super().construct_mapping(node, deep=deep)
+
+        _LOADER = UniqueKeyLoader
+    return _LOADER

@@ -54,6 +54,10 @@ class ErrorCode:
         except ValueError as exc:
             raise CodeDefinitionError(f"level: {exc}") from None
         object.__setattr__(self, "level", level)
+        if self.http_status is not None and (
+            isinstance(self.http_status, bool) or not isinstance(self.http_status, int)
+        ):
+            raise CodeDefinitionError(f"http_status: {self.http_status!r} is not an integer")
         if level.fails_request:
             if self.http_status is None:
                 object.__setattr__(self, "http_status", level.info.http_status)

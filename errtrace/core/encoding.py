@@ -48,6 +48,13 @@ def caused_by(err: AppError) -> list[dict[str, Any]]:
     return chain[:MAX_CHAIN]
 
 
+def _exception_text(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # an exception whose __str__ fails
+        return f"{type(exc).__name__}: <unprintable>"
+
+
 def detail_text(err: AppError, debug: bool) -> str:
     """The human-readable detail: the raiser's message, never an exception's text."""
     if err.message:
@@ -56,10 +63,7 @@ def detail_text(err: AppError, debug: bool) -> str:
         return err.remote.message
     cause = err.cause
     if debug and cause is not None:
-        try:
-            return f"{type(cause).__name__}: {cause}"
-        except Exception:
-            return type(cause).__name__
+        return _exception_text(cause)
     if err.code == "INTERNAL":
         return _UNHANDLED_DETAIL
     return err.error_code.hint or err.error_code.title
@@ -101,7 +105,7 @@ def problem(
         body["caused_by"] = chain
     if config.debug and err.cause is not None:
         body["debug"] = {
-            "exception": f"{type(err.cause).__name__}: {err.cause}",
+            "exception": _exception_text(err.cause),
             "traceback": traceback.format_exception(err.cause)[-20:],
         }
     return body

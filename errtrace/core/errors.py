@@ -19,6 +19,7 @@ then registered translators (the LLM SDK adapter is one), then ``INTERNAL``.
 from __future__ import annotations
 
 import builtins
+import inspect
 import logging
 import math
 import sys
@@ -27,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from errtrace.core.codes import CodeRegistry, ErrorCode, registry
+from errtrace.core.codes import CODE_ID_RE, CodeRegistry, ErrorCode, registry
 from errtrace.core.levels import Level
 from errtrace.core.status import grpc_to_http, http_to_grpc, parse_retry_after
 
@@ -73,8 +74,13 @@ def resolve_code(
     http_status: int | None = None,
     grpc_status: str | None = None,
     codes: CodeRegistry | None = None,
+    remote: bool = True,
 ) -> ErrorCode:
     """The registered code of that id, or an ad-hoc one for ids this process does not know.
+
+    A local (``remote=False``) id that is not registered is logged once as a likely typo;
+    one that is not even a valid id becomes ``INTERNAL`` (a malformed id from a remote
+    service becomes ``UPSTREAM_ERROR``).
 
     A code decoded from another service may be one only that service registered; its
     own level and status then stand in for a definition here. A level that would not
@@ -85,6 +91,10 @@ def resolve_code(
     known = (codes or registry).find(code_id)
     if known is not None:
         return known
+    if not remote:
+        _warn_unregistered(code_id)
+        if not CODE_ID_RE.match(code_id):
+            return registry.get("INTERNAL")
     try:
         lvl = Level.parse(level) if level is not None else Level.SEVERE
     except ValueError:
@@ -107,9 +117,20 @@ def resolve_code(
 
 
 def _safe_id(code_id: str) -> str:
-    from errtrace.core.codes import CODE_ID_RE
-
     return code_id if CODE_ID_RE.match(code_id) else "UPSTREAM_ERROR"
+
+
+_warned: set[str] = set()
+
+
+def _warn_unregistered(code_id: str) -> None:
+    if code_id in _warned or len(_warned) >= 1000:
+        return
+    _warned.add(code_id)
+    log.warning(
+        "errtrace: code %r is not registered (a typo?); define it with errtrace.define() "
+        "or a codes file", code_id[:100],
+    )
 
 
 class AppError(Exception):
@@ -118,7 +139,7 @@ class AppError(Exception):
     def __new__(cls, *args: Any, **kwargs: Any) -> AppError:
         if cls is AppError:
             code = args[0] if args else kwargs.get("code", "INTERNAL")
-            cls = _kind_class(code, kwargs.get("codes"))
+            cls = _kind_class(code, kwargs.get("codes"), kwargs.get("remote"))
         return super().__new__(cls)
 
     error_code: ErrorCode
@@ -150,6 +171,7 @@ class AppError(Exception):
                 http_status=remote.http_status if remote else None,
                 grpc_status=remote.grpc_status if remote else None,
                 codes=codes,
+                remote=remote is not None,
             )
         else:
             raise TypeError(f"code must be a code id or ErrorCode, got {type(code).__name__}")
@@ -162,6 +184,12 @@ class AppError(Exception):
         if cause is not None:
             self.__cause__ = cause
         super().__init__(message or self.error_code.title)
+
+    # help() and IDEs read this, not the generic signature of __new__.
+    __signature__ = inspect.signature(__init__).replace(
+        parameters=list(inspect.signature(__init__).parameters.values())[1:],
+        return_annotation=inspect.Signature.empty,
+    )
 
     @classmethod
     def _translated(cls, code: ErrorCode, cause: BaseException) -> AppError:
@@ -238,11 +266,26 @@ class AppError(Exception):
         return f"{type(self).__name__}({self.code!r}, {self.message!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self.code, self.message, self.details))
+        # Everything a catch site reads survives pickling and copying (multiprocessing,
+        # task queues); the cause does not, as with any pickled exception.
+        return (_rebuild, (
+            self.error_code, self.message, self.details, self.remote, self.event_id,
+            self.status_override, self.headers,
+        ))
 
 
-def _rebuild(code: str, message: str | None, details: dict[str, Any]) -> AppError:
-    return AppError(code, message, details=details)
+def _rebuild(
+    code: ErrorCode,
+    message: str | None,
+    details: dict[str, Any],
+    remote: RemoteError | None = None,
+    event_id: str | None = None,
+    status: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> AppError:
+    err = AppError(code, message, details=details, remote=remote, status=status, headers=headers)
+    err.event_id = event_id
+    return err
 
 
 class BusinessError(AppError):
@@ -264,13 +307,21 @@ _KINDS: dict[str, type[AppError]] = {
 }
 
 
-def _kind_class(code: object, codes: CodeRegistry | None) -> type[AppError]:
+def _kind_class(
+    code: object, codes: CodeRegistry | None, remote: RemoteError | None = None
+) -> type[AppError]:
     if isinstance(code, ErrorCode):
         return _KINDS[code.kind]
     if isinstance(code, str):
         found = (codes or registry).find(code)
         if found is not None:
             return _KINDS[found.kind]
+        if isinstance(remote, RemoteError):  # another service's code: its level decides
+            resolved = resolve_code(
+                code, level=remote.level, http_status=remote.http_status,
+                grpc_status=remote.grpc_status, codes=codes,
+            )
+            return _KINDS[resolved.kind]
     return SystemFailure
 
 

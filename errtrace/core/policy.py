@@ -100,9 +100,22 @@ class Policy:
         Over HTTP the result may be a dict/list (sent as JSON 200), a str or bytes, or a
         framework response object; over gRPC it must be the response message.
         """
-        registry.get(code)
+        found = registry.get(code)
+        if not self.runs_fallback(found):
+            log.warning(
+                "errtrace: the fallback for %s will not run: neither its level's nor its "
+                "own actions include 'fallback' (policy.set_code_actions)", code,
+            )
         with self._lock:
             self._fallbacks[code] = fn
+
+    def runs_fallback(self, code: ErrorCode) -> bool:
+        """Whether a fallback registered for ``code`` answers its failures: when its
+        actions include ``fallback``, or the catalog names a fallback action for it
+        (``AI_EMBEDDING_FAILED``: keyword search) and its actions were not set by code."""
+        if "fallback" in self.actions_for(code):
+            return True
+        return code.fallback is not None and code.id not in self._code_actions
 
     def fallback_for(self, code: str) -> Hook | None:
         """The fallback registered for ``code``, if any."""

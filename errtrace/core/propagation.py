@@ -270,11 +270,8 @@ def _parse_baggage_member(member: str) -> tuple[str, str, str] | None:
     props = props.strip(_OWS)
     if props and not _valid_properties(props):
         return None
-    try:
-        decoded = unquote(value, errors="strict")
-    except UnicodeDecodeError:
-        return None
-    return key, decoded, props
+    # W3C Baggage: octets that are not UTF-8 become U+FFFD; the member is kept.
+    return key, unquote(value, errors="replace"), props
 
 
 def format_baggage(members: Sequence[tuple[str, str, str]]) -> str:
@@ -434,9 +431,13 @@ def inject(
 
 
 def outgoing_baggage(ctx: ErrorContext, settings: PropagationSettings) -> str:
-    """The ``baggage`` value for outgoing calls: inbound members plus ``biz.code``."""
+    """The ``baggage`` value for outgoing calls: inbound members plus ``biz.code`` (room
+    is made for it: the member limit drops an inbound member, counted, not it)."""
     key = settings.baggage_biz_key
     members = [m for m in ctx.baggage if m[0] != key]
     if ctx.biz_code:
+        if len(members) >= BAGGAGE_MAX_MEMBERS:
+            stats.incr("baggage_members_dropped", len(members) - BAGGAGE_MAX_MEMBERS + 1)
+            del members[BAGGAGE_MAX_MEMBERS - 1:]
         members.append((key, ctx.biz_code, ""))
     return format_baggage(members) if members else ""

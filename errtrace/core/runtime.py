@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from errtrace.core.codes import registry
+from errtrace.core.codes import CODE_ID_RE, ErrorCode, registry
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext, current
 from errtrace.core.encoding import (
@@ -212,7 +212,7 @@ class Runtime:
             response_started=response_started,
         )
         result: Any = NO_RESULT
-        if not response_started and "fallback" in self.policy.actions_for(err.error_code):
+        if not response_started and self.policy.runs_fallback(err.error_code):
             fallback = self.policy.fallback_for(err.code)
             if fallback is not None:
                 result = failsafe(fallback, err, ctx, what="fallback")
@@ -387,11 +387,22 @@ class Runtime:
     # -- report ---------------------------------------------------------------------------
 
     def report(self, code: str, message: str | None = None, **details: Any) -> ErrorEvent:
-        """Record a condition (meant for levels 4-6) without raising or failing anything."""
-        if code not in registry:
+        """Record a condition (meant for levels 4-6) without raising or failing anything.
+
+        A code that is not registered is recorded at level 5 (INFO), under its own id
+        when that is a valid id, else as ``UNREGISTERED_CODE`` with the given value in
+        ``details["given_code"]``.
+        """
+        known = registry.find(code) if isinstance(code, str) else None
+        if known is None:
             stats.incr("report_unknown_code")
-            log.warning("errtrace.report: unknown code %r recorded as is", code)
-        err = AppError(code, message, details=details)
+            log.warning("errtrace.report: unknown code %r recorded at level 5", str(code)[:100])
+            if isinstance(code, str) and CODE_ID_RE.match(code):
+                known = ErrorCode(id=code, level=Level.INFO)
+            else:
+                known = ErrorCode(id="UNREGISTERED_CODE", level=Level.INFO)
+                details["given_code"] = str(code)[:100]
+        err = AppError(known, message, details=details)
         return self.record(err, current(), transport="report", set_context=False)
 
 

@@ -228,6 +228,12 @@ _CONTEXT_NUMBERS: tuple[tuple[re.Pattern[str], int, int], ...] = tuple(
     for p, req, lim in (
         (rf"maximum context length is {_INT} tokens\W{{1,3}}however,? you requested {_INT}", 2, 1),
         (rf"maximum context length is {_INT} tokens and your request has {_INT}", 2, 1),
+        (
+            rf"maximum context length is {_INT} tokens\W{{1,3}}however,? your messages"
+            rf" resulted in {_INT}",
+            2,
+            1,
+        ),
         (rf"prompt is too long: {_INT} tokens > {_INT}", 1, 2),
         (
             rf"input token count \(?{_INT}\)? exceeds the maximum number of tokens"
