@@ -39,6 +39,22 @@ def test_rules_check_reports_the_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert "rules[1] (id 'gateway-gpu').code" in err
 
 
+def test_rules_check_refuses_a_pattern_that_backtracks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        GOOD + "  - id: slow-budget\n    code: LLM_QUOTA_EXCEEDED\n"
+        "    patterns: ['budget\\s*\\w+\\s*\\w+\\s*\\w+\\s*exhausted']\n",
+        encoding="utf-8",
+    )
+    assert main(["rules", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: rules[2] (id 'slow-budget').patterns[0]: unsafe pattern" in err
+    assert "budget\\\\s*\\\\w+" in err  # the pattern, as repr() shows it
+    assert "two unbounded repetitions (\\w+ and \\w+)" in err
+
+
 def test_classify_text_human_readable(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["classify", "--status", "429", "You exceeded your current quota"]) == 0
     out = capsys.readouterr().out

@@ -165,7 +165,10 @@ def test_empty_file_means_no_user_rules(tmp_path: Path) -> None:
         ("    patterns: []", ["rules[1]", "'second'", ".patterns", "non-empty list"]),
         ("    hint: [a, b]", ["rules[1]", "'second'", ".hint", "not a string"]),
         ("    patterns: ['(a+)+$']", ["rules[1]", "'second'", "patterns[0]", "nested quantifier"]),
-        ("    patterns: ['error: .*.*done']", ["patterns[0]", "unbounded '.'"]),
+        (
+            "    patterns: ['error: .*.*done']",
+            ["patterns[0]", "two unbounded repetitions (.* and .*)"],
+        ),
         ("    patterns: ['" + "x" * 600 + "']", ["patterns[0]", "over the 512 limit"]),
         ("    id: first", ["rules[1]", "defined twice"]),
     ],
@@ -332,6 +335,140 @@ def test_catastrophic_patterns_are_refused(pattern: str) -> None:
 )
 def test_ordinary_patterns_are_accepted(pattern: str) -> None:
     assert find_unsafe_construct(pattern) is None
+
+
+# patterns that backtrack polynomially or exponentially although they nest nothing:
+# each took seconds on a few hundred characters before they were refused
+SLOW_PATTERNS = [
+    (r"budget\s*\w+\s*\w+\s*\w+\s*exhausted", r"two unbounded repetitions (\w+ and \w+)"),
+    (r"\w+\w+\w+z", r"two unbounded repetitions (\w+ and \w+)"),
+    (r"(a|aa)+$", "a repeated group can match the same text in more than one way"),
+    (r"(?:a\w?)+$", "a repeated group can match the same text in more than one way"),
+    (r"(?:foo|fo)+x", "a repeated group can match the same text in more than one way"),
+    (r"error.*:.*x", "two unbounded repetitions (.* and .*)"),
+    (r"\w+-?\d+x", r"two unbounded repetitions (\w+ and \d+)"),
+    (r"[a-z]+[a-z0-9]*!", "two unbounded repetitions ([...]+ and [...]*)"),
+    (r"\d+(?:\s*,)?\d+x", r"two unbounded repetitions (\d+ and \d+)"),
+    (r"\w+\w?\w?\d", "split the text in more than 2 ways"),
+    (r"\w?\w?\w?\w?\w?\w?\w?\w?\w?x", "split the text in more than 256 ways"),
+    (r"(?:a?)+b", "a repeated group that can match empty text"),
+    (r"x(?=\w+y)", "an unbounded repetition inside a look-around"),
+    (r"(\w)\1", "a back-reference"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "reason"), SLOW_PATTERNS)
+def test_polynomial_and_exponential_patterns_are_refused(pattern: str, reason: str) -> None:
+    problem = find_unsafe_construct(pattern)
+    assert problem is not None and reason in problem, problem
+
+
+@pytest.mark.parametrize(("pattern", "reason"), SLOW_PATTERNS[:3])
+def test_slow_user_rule_is_refused_naming_file_rule_and_pattern(
+    tmp_path: Path, pattern: str, reason: str
+) -> None:
+    path = _write(
+        tmp_path / "slow.yaml",
+        "rules:\n  - id: ok\n    code: LLM_TIMEOUT\n    patterns: ['slow']\n"
+        f"  - id: budget\n    code: LLM_QUOTA_EXCEEDED\n    patterns: ['ok', '{pattern}']\n",
+    )
+    ruleset = RuleSet(builtins=False)
+    with pytest.raises(RuleFileError) as info:
+        ruleset.load(path, watch=False)
+    message = str(info.value)
+    assert message.startswith(f"{path}: rules[1] (id 'budget').patterns[1]: unsafe pattern ")
+    assert repr(pattern) in message and reason in message
+    assert ruleset.stats.user_rules == 0
+    with pytest.raises(RuleFileError, match="unsafe pattern"):
+        ruleset.set_user_rules(
+            {"rules": [{"id": "r", "code": "LLM_QUOTA_EXCEEDED", "patterns": [pattern]}]}, "t"
+        )
+
+
+ORDINARY_USER_PATTERNS = [
+    r"quota\s+exceeded",
+    r"rate limit(ed)? reached",
+    r"insufficient_quota",
+    r"(?i)model \S+ not found",
+    r"budget \w+ left for team [\w-]+",
+    r"team budget (?:is )?exhausted",
+    r'"code"\s*:\s*"[^"]*_quota"',
+    r"error: .*",
+    r"retry in \d+(?:\.\d+)?\s*(?:ms|s)\b",
+    r"^upstream \d{3}: .{0,200}overloaded",
+    r"(?:gpu|tpu) pool (?:drained|empty)",
+    r"\w+\d",
+    r"a.*b",
+]
+
+
+@pytest.mark.parametrize("pattern", ORDINARY_USER_PATTERNS)
+def test_ordinary_user_patterns_load(pattern: str) -> None:
+    ruleset = RuleSet(builtins=False)
+    rule = {"id": "r", "code": "LLM_QUOTA_EXCEEDED", "patterns": [pattern]}
+    assert ruleset.set_user_rules({"rules": [rule]}, "t") == 1
+
+
+def test_builtin_patterns_pass_and_search_in_linear_time() -> None:
+    from errtrace.core.rewrite._rules import BUILTIN_RULES
+    from errtrace.core.rewrite._safety import scans_quadratically
+
+    patterns = [p for rule in BUILTIN_RULES for p in rule.patterns]
+    assert len(BUILTIN_RULES) == 81
+    assert [p for p in patterns if find_unsafe_construct(p) or scans_quadratically(p)] == []
+
+
+@pytest.mark.parametrize(
+    ("pattern", "quadratic"),
+    [
+        (r"\w+\d", True),  # \w+ is rescanned from every start position
+        (r"x.*y", True),
+        (r"(?:ab)+c", True),
+        (r"quota\s+exceeded", False),  # "quota" cannot be matched by \s+
+        (r"model \S+ not found", False),
+        (r"rate limit reached for \S+", False),  # the last item: found once reached
+        (r"\S{1,120} does not exist", False),
+    ],
+)
+def test_quadratic_scans_are_detected(pattern: str, quadratic: bool) -> None:
+    from errtrace.core.rewrite._safety import scans_quadratically
+
+    assert scans_quadratically(pattern) is quadratic
+
+
+def test_quadratic_user_pattern_examines_only_the_start_of_the_message() -> None:
+    from errtrace.core.rewrite._engine import QUADRATIC_REGEX_MAX_INPUT
+
+    ruleset = RuleSet(builtins=False)
+    rules = [
+        {"id": "scan", "code": "LLM_QUOTA_EXCEEDED", "patterns": [r"budget\w*\d"]},
+        {"id": "linear", "code": "LLM_TIMEOUT", "patterns": [r"took \d+ ?ms"]},
+    ]
+    ruleset.set_user_rules({"rules": rules}, "t")
+    pad = "." * QUADRATIC_REGEX_MAX_INPUT
+    assert ruleset.classify("budgetxx9 " + pad).rule == "scan"
+    assert ruleset.classify(pad + " budgetxx9").rule == "fallback:unknown"
+    assert ruleset.classify(pad + " took 31000 ms").rule == "linear"
+
+
+def test_accepted_patterns_stay_fast_on_hostile_input() -> None:
+    """The worst accepted shapes on the longest message: milliseconds, not seconds."""
+    import time
+
+    cases = [
+        (r"\w+\w?\d", "a" * 5000),  # one unbounded run, rescanned: input capped
+        (r"x\w+\d", "x" * 5000),
+        (r"\w?\w?\w?\w?\w?\w?\w?\w?x", "a" * 5000),  # 256 ways per position
+        (r"budget \w+ left", "left budget " + "a" * 5000),
+        (r"quota\s+exceeded", "exceeded quota" + " " * 5000),
+    ]
+    for pattern, text in cases:
+        ruleset = RuleSet(builtins=False)
+        rule = {"id": "r", "code": "LLM_QUOTA_EXCEEDED", "patterns": [pattern]}
+        ruleset.set_user_rules({"rules": [rule]}, "t")
+        start = time.perf_counter()
+        assert ruleset.classify(text).rule == "fallback:unknown"
+        assert time.perf_counter() - start < 0.5, pattern
 
 
 @pytest.mark.parametrize(

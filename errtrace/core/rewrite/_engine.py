@@ -22,12 +22,25 @@ from errtrace.core.rewrite._loader import (
     rules_from_document,
 )
 from errtrace.core.rewrite._rules import BUILTIN_RULES, Rule, status_code_for
-from errtrace.core.rewrite._safety import find_unsafe_construct, required_literal
+from errtrace.core.rewrite._safety import (
+    find_unsafe_construct,
+    required_literal,
+    scans_quadratically,
+)
 
 log = logging.getLogger("errtrace")
 
 DEFAULT_MAX_INPUT = 4096
 """Characters (or bytes, for bytes input) of a message that are classified."""
+
+QUADRATIC_REGEX_MAX_INPUT = 1024
+"""Characters a pattern whose failing search is quadratic (``\\w+\\d``, ``x.*y``) examines.
+
+:func:`~errtrace.core.rewrite._safety.find_unsafe_construct` refuses patterns that
+backtrack worse than that; the rest still rescan a run of text from every start
+position, so they see only the start of the message: a few milliseconds at most.
+"""
+_NO_LIMIT = 1 << 62
 
 STATUS_ONLY_CONFIDENCE = 0.5
 STATUS_IN_TEXT_CONFIDENCE = 0.4
@@ -75,8 +88,9 @@ It may occur only if ``hits & mask == mask``; ``sure``: then it does."""
 class _Compiled:
     rule: Rule
     literals: tuple[_Key, ...]
-    # each regex with the text it cannot match without (None: always run it)
-    regexes: tuple[tuple[_Key | None, re.Pattern[str]], ...]
+    # each regex with the text it cannot match without (None: always run it) and the
+    # length of text it examines
+    regexes: tuple[tuple[_Key | None, re.Pattern[str], int], ...]
     needles: tuple[_Key, ...]
 
     def matches(self, lowered: str, hits: int) -> bool:
@@ -92,13 +106,13 @@ class _Compiled:
                     break
             else:
                 return False
-        for gate, regex in self.regexes:
+        for gate, regex, endpos in self.regexes:
             # a regex scan costs far more than a substring test on long input
             if gate is not None:
                 mask, text, sure = gate
                 if (hits & mask) != mask or not (sure or text in lowered):
                     continue
-            if regex.search(lowered):
+            if regex.search(lowered, 0, endpos):
                 return True
         return False
 
@@ -195,8 +209,12 @@ def _build_table(ordered: list[_Entry]) -> _Table:
                 rule,
                 tuple(_key(index, literal, bit) for literal in literals),
                 tuple(
-                    (None if gate is None else _key(index, gate), regex)
-                    for gate, (_, regex) in zip(gates, regexes, strict=True)
+                    (
+                        None if gate is None else _key(index, gate),
+                        regex,
+                        QUADRATIC_REGEX_MAX_INPUT if scans_quadratically(source) else _NO_LIMIT,
+                    )
+                    for gate, (source, regex) in zip(gates, regexes, strict=True)
                 ),
                 tuple(_key(index, needle) for needle in rule.needles),
             )
