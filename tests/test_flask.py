@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from flask import Flask, Response, abort, jsonify, request, stream_with_context
-from werkzeug.exceptions import HTTPException, NotFound, TooManyRequests
+from flask import Blueprint, Flask, Response, abort, jsonify, request, stream_with_context
+from werkzeug.exceptions import HTTPException, InternalServerError, NotFound, TooManyRequests
 from werkzeug.serving import BaseWSGIServer, make_server
 
 import errtrace
@@ -114,6 +114,105 @@ def test_user_handlers_registered_first_are_kept() -> None:
     assert (r.status_code, r.data) == (500, b"my own 500")
     assert "X-Trace-ID" in r.headers  # the middleware still adds the context
     assert c.get("/missing").data == b"my own 404"
+
+
+class ServerErrorPage:
+    """An app's own 500 page; notes what it was given and what errtrace had recorded."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None]] = []
+
+    def __call__(self, exc: InternalServerError) -> Any:
+        ctx = errtrace.current()
+        original = exc.original_exception
+        self.seen.append((type(original).__name__, ctx.event_id if ctx else None))
+        return "<h1>our own 500 page</h1>", 500
+
+
+@pytest.mark.parametrize("key", [500, InternalServerError], ids=["code", "class"])
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_the_apps_500_page_renders_for_unhandled_exceptions(key: Any, when: str) -> None:
+    flask_app = make_app()
+    page = ServerErrorPage()
+    if when == "before":
+        flask_app.register_error_handler(key, page)
+    errtrace.instrument(flask_app)
+    if when == "after":
+        flask_app.register_error_handler(key, page)
+    c = flask_app.test_client()
+    with capture_events() as events:
+        r = c.get("/boom", headers={"traceparent": TRACEPARENT})
+    assert (r.status_code, r.data) == (500, b"<h1>our own 500 page</h1>")
+    assert r.headers["X-Trace-ID"] == TRACE_ID
+    assert [(e.code, e.exception_type, e.trace_id) for e in events] == [
+        ("INTERNAL", "KeyError", TRACE_ID)
+    ]
+    assert page.seen == [("KeyError", events[0].event_id)]
+    # An AppError has a code and status of its own: errtrace's problem+json answers.
+    r = c.get("/app-error")
+    assert r.status_code == 429 and problem_of(r)["code"] == "LLM_RATE_LIMITED"
+    assert len(page.seen) == 1
+
+
+def test_a_blueprints_500_page_renders_for_its_unhandled_exceptions() -> None:
+    flask_app = errtrace.instrument(make_app())
+    admin = Blueprint("admin", __name__)
+    page = ServerErrorPage()
+    admin.register_error_handler(500, page)
+
+    @admin.get("/admin/boom")
+    def admin_boom() -> Any:
+        raise RuntimeError("broken admin view")
+
+    flask_app.register_blueprint(admin)
+    c = flask_app.test_client()
+    assert c.get("/admin/boom").data == b"<h1>our own 500 page</h1>"
+    assert problem_of(c.get("/boom"))["code"] == "INTERNAL"  # outside the blueprint
+    assert [name for name, _ in page.seen] == ["RuntimeError"]
+
+
+def test_an_app_error_handler_of_the_app_still_wins_over_errtrace() -> None:
+    flask_app = make_app()
+    flask_app.register_error_handler(500, ServerErrorPage())
+    errtrace.instrument(flask_app)
+    flask_app.register_error_handler(errtrace.AppError, lambda exc: (f"mine: {exc.code}", 418))
+    r = flask_app.test_client().get("/app-error")
+    assert (r.status_code, r.data) == (418, b"mine: LLM_RATE_LIMITED")
+
+
+def test_a_failing_500_page_falls_back_to_problem_json(caplog: pytest.LogCaptureFixture) -> None:
+    flask_app = make_app()
+
+    @flask_app.errorhandler(500)
+    def broken_page(exc: InternalServerError) -> Any:
+        raise ValueError("template missing")
+
+    errtrace.instrument(flask_app)
+    with capture_events() as events:
+        r = flask_app.test_client().get("/boom")
+    assert r.status_code == 500 and problem_of(r)["code"] == "INTERNAL"
+    assert [e.exception_type for e in events] == ["KeyError"]
+    assert any("500 error handler failed" in rec.getMessage() for rec in caplog.records)
+
+
+def test_the_apps_500_page_on_a_real_server() -> None:
+    flask_app = make_app()
+    errtrace.instrument(flask_app)
+    flask_app.register_error_handler(500, ServerErrorPage())
+    server = make_server("127.0.0.1", 0, flask_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        with capture_events() as events:
+            r = httpx.get(f"{url}/boom", headers={"traceparent": TRACEPARENT})
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert (r.status_code, r.text) == (500, "<h1>our own 500 page</h1>")
+    assert r.headers["x-trace-id"] == TRACE_ID
+    assert [e.code for e in events] == ["INTERNAL"]
 
 
 def test_code_specific_handler_still_wins(app: Flask) -> None:

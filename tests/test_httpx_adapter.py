@@ -28,7 +28,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 import errtrace
@@ -83,6 +83,10 @@ def make_down() -> FastAPI:
     async def slow() -> dict[str, str]:
         await anyio.sleep(1.5)
         return {"late": "yes"}
+
+    @app.get("/moved")
+    async def moved() -> RedirectResponse:
+        return RedirectResponse("/fail", status_code=302)
 
     return _instrumented(app, "down")
 
@@ -189,11 +193,14 @@ def make_plain() -> Starlette:
     async def completions(_: Any) -> Response:
         return Response(OPENAI_429, status_code=429, media_type="application/json")
 
+    async def moved(_: Any) -> Response:
+        return RedirectResponse("/top", status_code=302)
+
     return Starlette(routes=[
         Route("/top", top), Route("/nested", nested), Route("/header", header),
         Route("/busy", busy), Route("/limited", limited), Route("/text500", text500),
         Route("/status/{code:int}", status), Route("/huge", huge), Route("/echo503", echo503),
-        Route("/gzipped", gzipped),
+        Route("/gzipped", gzipped), Route("/moved", moved),
         Route("/v1/chat/completions", completions, methods=["POST"]),
     ])
 
@@ -351,6 +358,52 @@ async def test_traceparent_is_errtraces_but_an_explicit_biz_code_is_kept(
     assert echo["ctx"]["biz_code"] == "tenant-7"
 
 
+def make_gateway(down: Callable[[], httpx.AsyncClient]) -> FastAPI:
+    """A gateway that forwards the inbound trace headers as they came (a common shortcut)."""
+    app = FastAPI()
+
+    @app.get("/forward")
+    async def forward(request: Request) -> dict[str, Any]:
+        names = ("traceparent", "tracestate")
+        copied = {n: request.headers[n] for n in names if n in request.headers}
+        async with down() as client:
+            return (await client.get("/echo", headers=copied)).json()  # type: ignore[no-any-return]
+
+    return _instrumented(app, "gateway")
+
+
+@pytest.mark.anyio
+async def test_a_forwarded_tracestate_never_rides_with_a_new_traceparent(
+    down_app: FastAPI,
+) -> None:
+    gateway = make_gateway(lambda: asgi_client(down_app, "http://down"))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=gateway), base_url="http://gateway"
+    ) as client:
+        # An all-zero trace id is invalid: the gateway starts a new trace and, per W3C,
+        # discards the tracestate that came with the bad traceparent.
+        invalid = "00-00000000000000000000000000000000-b7ad6b7169203331-01"
+        stale = (await client.get(
+            "/forward", headers={"traceparent": invalid, "tracestate": "vendor=stale"}
+        )).json()
+        # A valid pair is continued: the tracestate sent on is the context's own.
+        kept = (await client.get(
+            "/forward", headers={"traceparent": TRACEPARENT, "tracestate": "vendor=kept"}
+        )).json()
+    sent = parse_traceparent(stale["headers"]["traceparent"])
+    assert sent is not None and sent.trace_id != "0" * 32
+    assert stale["headers"]["tracestate"] is None
+    assert kept["ctx"]["trace_id"] == TRACE_ID
+    assert kept["headers"]["tracestate"] == "vendor=kept"
+
+
+def test_a_callers_tracestate_is_dropped_outside_a_request(down_url: str) -> None:
+    with eh.client(base_url=down_url) as client:
+        echo = client.get("/echo", headers={"tracestate": "vendor=stale"}).json()
+    assert parse_traceparent(echo["headers"]["traceparent"]) is not None
+    assert echo["headers"]["tracestate"] is None
+
+
 # --- remote errors --------------------------------------------------------------------
 
 
@@ -399,6 +452,94 @@ def test_sync_remote_code_level_event_and_chain_over_real_sockets(mid_url: str) 
     down_event = next(e for e in events if e.route == "/fail")
     assert_chain(info.value, down_event.event_id)
     assert caused_by(info.value)[0]["service"] == "mid"
+
+
+def raise_for_status(response: httpx.Response) -> None:
+    response.raise_for_status()
+
+
+async def araise_for_status(response: httpx.Response) -> None:
+    response.raise_for_status()
+
+
+def test_sync_raise_for_status_hook_keeps_the_remote_code(mid_url: str) -> None:
+    hooks = {"response": [raise_for_status]}
+    with (
+        errtrace.testing.capture_events() as events,
+        pytest.raises(errtrace.AppError) as info,
+        eh.client(base_url=mid_url, timeout=10, service="mid", event_hooks=hooks) as client,
+    ):
+        client.get("/chain")
+    down_event = next(e for e in events if e.route == "/fail")
+    assert_chain(info.value, down_event.event_id)
+
+
+@pytest.mark.anyio
+async def test_async_raise_for_status_hook_keeps_the_remote_code(down_app: FastAPI) -> None:
+    # The middle service's client checks every response in a hook: its caller must
+    # still see the downstream's code, not a 500 INTERNAL.
+    hooks = {"response": [araise_for_status]}
+    mid = make_mid_async(lambda: asgi_client(down_app, "http://down", event_hooks=hooks))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=mid), base_url="http://mid"
+    ) as client:
+        response = await client.get("/chain")
+    assert response.status_code == 429
+    assert response.headers["x-error-code"] == "LLM_RATE_LIMITED"
+    assert response.json()["code"] == "LLM_RATE_LIMITED"
+    async with asgi_client(mid, "http://mid", event_hooks=hooks) as client:
+        with errtrace.testing.capture_events() as events, pytest.raises(errtrace.AppError) as info:
+            await client.get("/chain")
+    down_event = next(e for e in events if e.route == "/fail")
+    assert_chain(info.value, down_event.event_id)
+
+
+def assert_like_raise_for_status(err: errtrace.AppError, final_path: str) -> None:
+    cause = err.__cause__
+    assert isinstance(cause, httpx.HTTPStatusError)
+    response = cause.response
+    assert [r.status_code for r in response.history] == [302]
+    assert response.request.url.path == final_path
+    assert isinstance(response.elapsed, timedelta)
+
+
+def test_sync_status_error_after_a_redirect_keeps_history_and_elapsed(down_url: str) -> None:
+    with (
+        httpx.Client(base_url=down_url, follow_redirects=True) as plain_client,
+        pytest.raises(httpx.HTTPStatusError) as plain_info,
+    ):
+        plain_client.get("/moved").raise_for_status()
+    assert len(plain_info.value.response.history) == 1  # the reference: plain httpx
+    with (
+        eh.client(base_url=down_url, follow_redirects=True, timeout=10) as client,
+        pytest.raises(errtrace.AppError) as info,
+    ):
+        client.get("/moved")
+    assert info.value.code == "LLM_RATE_LIMITED"
+    assert_like_raise_for_status(info.value, "/fail")
+
+
+@pytest.mark.anyio
+async def test_async_status_error_after_a_redirect_keeps_history_and_elapsed(
+    plain: httpx.AsyncClient,
+) -> None:
+    with pytest.raises(errtrace.AppError) as info:
+        await plain.get("/moved", follow_redirects=True)
+    assert info.value.code == "X_CUSTOM"
+    assert_like_raise_for_status(info.value, "/top")
+
+
+def test_a_transport_by_hand_gives_its_status_error_an_elapsed_time(down_url: str) -> None:
+    transport = eh.ErrtraceTransport()
+    with (
+        httpx.Client(base_url=down_url, transport=transport) as client,
+        pytest.raises(errtrace.AppError) as info,
+    ):
+        client.get("/fail")
+    cause = info.value.__cause__
+    assert isinstance(cause, httpx.HTTPStatusError)
+    assert isinstance(cause.response.elapsed, timedelta)
+    assert cause.response.json()["code"] == "LLM_RATE_LIMITED"
 
 
 @pytest.mark.anyio

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -386,6 +387,27 @@ def test_fallback_may_return_a_werkzeug_response() -> None:
     assert "X-Trace-ID" in r.headers
 
 
+def test_a_fallbacks_werkzeug_response_is_closed_once() -> None:
+    # Its close callbacks release what the fallback opened (a file, a lease): once only.
+    closed: list[str] = []
+
+    def fallback(err: Any, ctx: Any) -> Response:
+        response = Response("plain default", mimetype="text/plain")
+        response.call_on_close(lambda: closed.append(err.code))
+        return response
+
+    errtrace.set_fallback("AI_PROMPT_TEMPLATE_VAR_MISSING", fallback)
+    app = ErrtraceWSGIMiddleware(raising_app(errtrace.AppError("AI_PROMPT_TEMPLATE_VAR_MISSING")))
+    result, started = _call(app)
+    assert b"".join(result) == b"plain default"
+    result.close()  # type: ignore[attr-defined]
+    assert started[0][0] == "200 OK"
+    assert closed == ["AI_PROMPT_TEMPLATE_VAR_MISSING"]
+    r = Client(app).get("/", buffered=True)  # reads the body, then closes it
+    assert r.data == b"plain default"
+    assert closed == ["AI_PROMPT_TEMPLATE_VAR_MISSING"] * 2
+
+
 def test_a_raising_hook_does_not_change_the_response() -> None:
     app = raising_app(errtrace.AppError("LLM_RATE_LIMITED"))
     calls: list[str] = []
@@ -441,6 +463,51 @@ def test_real_server_streams_context_and_ends_cleanly_on_a_mid_stream_error() ->
     assert [(e.code, e.response_started) for e in ev] == [("INTERNAL", True)]
     # The server closes the body after the client has the last byte: wait for it.
     assert wait_until(lambda: body.closed == 1)
+
+
+def raw_request(url: str, method: str) -> tuple[dict[str, str], bytes]:
+    """``method /`` over HTTP/1.0 on a plain socket: the headers and every byte after them
+    (an HTTP client would hide bytes a server wrongly sends after a HEAD answer)."""
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"{method} / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):  # HTTP/1.0: the server closes after answering
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {"status": status.split(" ")[1]}
+    headers.update((k.lower(), v.strip()) for k, v in (line.split(":", 1) for line in lines))
+    return headers, rest
+
+
+def uncoded_500(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+    return [b"" if environ["REQUEST_METHOD"] == "HEAD" else b"Traceback: boom"]
+
+
+@pytest.mark.parametrize(
+    ("app", "options", "status", "code"),
+    [
+        (raising_app(errtrace.AppError("NOT_FOUND")), {}, "404", "NOT_FOUND"),
+        (raising_app(errtrace.AppError("AI_PROMPT_TEMPLATE_VAR_MISSING")), {}, "200", None),
+        (uncoded_500, {"rewrite_responses": True}, "502", "LLM_SERVER_ERROR"),
+    ],
+    ids=["problem", "fallback", "rewritten"],
+)
+def test_head_gets_the_error_headers_and_no_body_on_a_real_server(
+    app: WSGIApp, options: dict[str, Any], status: str, code: str | None
+) -> None:
+    errtrace.set_fallback("AI_PROMPT_TEMPLATE_VAR_MISSING", lambda err, ctx: {"text": "default"})
+    with serve(ErrtraceWSGIMiddleware(app, **options)) as url:
+        got, got_body = raw_request(url, "GET")
+        head, head_body = raw_request(url, "HEAD")
+    assert got["status"] == head["status"] == status
+    assert got.get("x-error-code") == head.get("x-error-code") == code
+    assert got_body and got["content-length"] == str(len(got_body))
+    # RFC 9110: the GET's headers, Content-Length included, and not one byte of content.
+    assert head["content-length"] == got["content-length"]
+    assert head_body == b""
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

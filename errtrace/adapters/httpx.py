@@ -16,9 +16,11 @@ request's span (``errtrace.current()``; outside a request, a new trace per call)
 
 Header precedence: ``traceparent`` and ``tracestate`` are always errtrace's, replacing
 any value the caller set, because a forwarded inbound ``traceparent`` would name the
-caller's caller as the parent and break the trace. ``baggage`` and the business-code
-header set explicitly by the caller are kept: a gateway may call a downstream on
-behalf of another tenant on purpose.
+caller's caller as the parent and break the trace. A caller's ``tracestate`` is
+removed even when errtrace's context has none to send: W3C Trace Context pairs it
+with the traceparent it came with. ``baggage`` and the business-code header set
+explicitly by the caller are kept: a gateway may call a downstream on behalf of
+another tenant on purpose.
 
 With ``raise_errors=True`` (the default) a response with status >= 400 is turned into
 an :class:`~errtrace.AppError` raised from an :class:`httpx.HTTPStatusError`:
@@ -35,7 +37,9 @@ an :class:`~errtrace.AppError` raised from an :class:`httpx.HTTPStatusError`:
 ``Retry-After`` seconds. At most the first 1 MiB of an error body is read; the
 response is then closed (its connection returns to the pool or is dropped) and the
 ``HTTPStatusError``'s ``response`` is a closed copy whose ``.content`` holds the bytes
-read (decoded, so without ``Content-Encoding``).
+read (decoded, so without ``Content-Encoding``). Its ``request``, ``headers``,
+``elapsed`` and (on an instrumented client) redirect ``history`` are kept, as with
+``raise_for_status()``.
 
 Transport failures become ``TIMEOUT`` (any :class:`httpx.TimeoutException`, connect
 timeouts included) or ``UPSTREAM_UNAVAILABLE`` (connection refused or reset, protocol
@@ -49,15 +53,20 @@ On a client from :func:`client`, :func:`async_client` or :func:`instrument_clien
 the error is raised by the client's ``send`` once its auth and redirect flow is done:
 an auth that answers a 401 challenge and retries (``httpx.DigestAuth``) works, and
 only the final response can raise. The transports read and close an error response
-there and hand the client a closed copy holding the bounded body. An
-:class:`ErrtraceTransport` put on a plain client by hand raises inside the transport,
-before any auth flow sees the response; with a retrying auth, use an instrumented
-client, or ``raise_errors=False`` plus :func:`error_from_response`.
+there and hand the client a closed copy holding the bounded body. A response event
+hook that calls ``raise_for_status()`` on that copy raises the same AppError rather
+than a bare ``HTTPStatusError`` (httpx runs hooks before it records the redirect
+history, so that error's response has none). An :class:`ErrtraceTransport` put on a
+plain client by hand raises inside the transport, before any auth flow or hook sees
+the response; with a retrying auth, use an instrumented client, or
+``raise_errors=False`` plus :func:`error_from_response`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Generator
+from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 try:
@@ -107,8 +116,16 @@ class HttpxHeadersSetter:
     """
 
     def set(self, carrier: httpx.Headers, key: str, value: str) -> None:
-        """Set ``key`` to ``value`` in ``carrier`` under the precedence above."""
-        if key not in (TRACEPARENT, TRACESTATE) and key in carrier:
+        """Set ``key`` to ``value`` in ``carrier`` under the precedence above.
+
+        Writing ``traceparent`` also drops any ``tracestate`` already there: W3C Trace
+        Context ties the vendor state to the traceparent it came with, so a caller's
+        value must not ride along with errtrace's new one. The context's own
+        ``tracestate``, if it has one, is written right after the traceparent.
+        """
+        if key == TRACEPARENT:
+            carrier.pop(TRACESTATE, None)
+        elif key != TRACESTATE and key in carrier:
             return
         carrier[key] = value
 
@@ -235,7 +252,9 @@ def error_from_response(
     )
 
 
-def _closed_copy(request: httpx.Request, response: httpx.Response, body: bytes) -> httpx.Response:
+def _closed_copy(
+    request: httpx.Request, response: httpx.Response, body: bytes, elapsed: timedelta
+) -> httpx.Response:
     # A closed copy holding what was read, so that `.content` works on it. The body is
     # already decoded: drop the headers that describe the encoded one. Raw bytes:
     # header values need not be ASCII, and re-encoding text would fail.
@@ -245,19 +264,23 @@ def _closed_copy(request: httpx.Request, response: httpx.Response, body: bytes) 
     ]
     extensions = dict(response.extensions)
     extensions.pop(_DEFERRED, None)
-    return httpx.Response(
+    copy = httpx.Response(
         response.status_code, headers=headers, content=body, request=request,
         extensions=extensions,
     )
+    # The client times a response when its stream closes; this copy is born closed, so
+    # it would never get `.elapsed`: give it the time the transport measured.
+    copy.elapsed = elapsed
+    return copy
 
 
-def _status_error(
-    request: httpx.Request, response: httpx.Response, body: bytes
-) -> httpx.HTTPStatusError:
-    copy = _closed_copy(request, response, body)
+def _status_error(response: httpx.Response) -> httpx.HTTPStatusError:
+    # The error raise_for_status() would give for this (closed copy of a) response; it
+    # keeps the response itself, so its history, elapsed time and request stay readable.
+    request = response.request
     kind = "Client error" if response.status_code < 500 else "Server error"
-    message = f"{kind} '{response.status_code} {copy.reason_phrase}' for url '{request.url}'"
-    return httpx.HTTPStatusError(message, request=request, response=copy)
+    message = f"{kind} '{response.status_code} {response.reason_phrase}' for url '{request.url}'"
+    return httpx.HTTPStatusError(message, request=request, response=response)
 
 
 # The extension key that marks an error response whose AppError the client's `send`
@@ -278,27 +301,31 @@ class _Options:
         """Set by :func:`instrument_client`: hand error responses to the client's send."""
 
     def answer(
-        self, request: httpx.Request, response: httpx.Response, body: bytes
+        self, request: httpx.Request, response: httpx.Response, body: bytes, started: float
     ) -> httpx.Response:
-        """An error response's bounded copy, marked for the client's send (deferred)."""
+        """An error response's bounded copy, marked for the client's send (deferred).
+
+        ``started`` is the ``time.perf_counter()`` reading taken before the request went
+        out, as the client itself takes it.
+        """
+        elapsed = timedelta(seconds=time.perf_counter() - started)
+        copy = _closed_copy(request, response, body, elapsed)
         if not self.defer:
-            raise self.http_error(request, response, body)
-        copy = _closed_copy(request, response, body)
+            raise self.http_error(copy)
         copy.extensions[_DEFERRED] = self
         return copy
 
     def wants_error(self, response: httpx.Response) -> bool:
         return self.raise_errors and response.status_code >= 400
 
-    def http_error(
-        self, request: httpx.Request, response: httpx.Response, body: bytes
-    ) -> AppError:
-        cause = _status_error(request, response, body)
+    def http_error(self, response: httpx.Response) -> AppError:
+        """The decoded error of a closed copy made by :func:`_closed_copy`, raised from
+        the ``HTTPStatusError`` that holds that copy."""
         err = _decode(
-            request, response.status_code, response.headers, body,
+            response.request, response.status_code, response.headers, response.content,
             service=self.service, llm_provider=self.llm_provider,
         )
-        err.__cause__ = cause
+        err.__cause__ = _status_error(response)
         return err
 
 
@@ -364,6 +391,7 @@ class ErrtraceTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the inner transport with the context injected."""
         inject_request(request)
+        started = time.perf_counter()
         try:
             response = self.inner.handle_request(request)
             if not self.options.wants_error(response):
@@ -374,7 +402,7 @@ class ErrtraceTransport(httpx.BaseTransport):
             if err is None:
                 raise
             raise err from exc
-        return self.options.answer(request, response, body)
+        return self.options.answer(request, response, body, started)
 
     def close(self) -> None:
         """Close the inner transport."""
@@ -402,6 +430,7 @@ class AsyncErrtraceTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the inner transport with the context injected."""
         inject_request(request)
+        started = time.perf_counter()
         try:
             response = await self.inner.handle_async_request(request)
             if not self.options.wants_error(response):
@@ -412,7 +441,7 @@ class AsyncErrtraceTransport(httpx.AsyncBaseTransport):
             if err is None:
                 raise
             raise err from exc
-        return self.options.answer(request, response, body)
+        return self.options.answer(request, response, body, started)
 
     async def aclose(self) -> None:
         """Close the inner transport."""
@@ -470,7 +499,19 @@ def instrument_client(
 def _raise_deferred(response: httpx.Response) -> None:
     options = response.extensions.pop(_DEFERRED, None)
     if isinstance(options, _Options):
-        raise options.http_error(response.request, response, response.content)
+        # The response is the transport's closed copy, now with the client's history.
+        raise options.http_error(response)
+
+
+def _deferred_from_hook(exc: httpx.HTTPStatusError) -> AppError | None:
+    # A response event hook calling raise_for_status() (a common httpx idiom) raises
+    # before send returns: translate it into the error errtrace would have raised, so
+    # the remote code survives. Other hook errors, and status errors about responses
+    # errtrace did not mark, pass unchanged.
+    options = exc.response.extensions.pop(_DEFERRED, None)
+    if isinstance(options, _Options):
+        return options.http_error(exc.response)
+    return None
 
 
 def _raising_send(send: Any, *, asynchronous: bool) -> Any:
@@ -478,7 +519,13 @@ def _raising_send(send: Any, *, asynchronous: bool) -> Any:
     if asynchronous:
 
         async def async_send(*args: Any, **kwargs: Any) -> httpx.Response:
-            response: httpx.Response = await send(*args, **kwargs)
+            try:
+                response: httpx.Response = await send(*args, **kwargs)
+            except httpx.HTTPStatusError as exc:
+                err = _deferred_from_hook(exc)
+                if err is None:
+                    raise
+                raise err from exc  # the hook's own status error, about the same copy
             _raise_deferred(response)
             return response
 
@@ -486,7 +533,13 @@ def _raising_send(send: Any, *, asynchronous: bool) -> Any:
         return async_send
 
     def sync_send(*args: Any, **kwargs: Any) -> httpx.Response:
-        response: httpx.Response = send(*args, **kwargs)
+        try:
+            response: httpx.Response = send(*args, **kwargs)
+        except httpx.HTTPStatusError as exc:
+            err = _deferred_from_hook(exc)
+            if err is None:
+                raise
+            raise err from exc  # the hook's own status error, about the same copy
         _raise_deferred(response)
         return response
 

@@ -11,6 +11,17 @@ every response the context, this module:
   registered its own first) that record the error once and answer with problem+json,
   keeping the framework's status and headers (a 405 keeps ``Allow``).
 
+The app's own 500 page still wins for unhandled exceptions: when the app has a handler
+for ``500`` or ``InternalServerError`` (or a blueprint one, looked up as Flask does;
+registered before or after ``instrument()``), an exception that is not an
+:class:`~errtrace.AppError` and that errtrace would answer with status 500 is recorded
+once and then handed to that handler, wrapped in ``InternalServerError`` as plain Flask
+does (``errtrace.current().event_id`` names the event there). An ``AppError`` carries
+its own code and status and keeps errtrace's problem+json, unless the app registered a
+handler for ``AppError`` (or a subclass) itself, which Flask then calls directly. A
+fallback registered for the code answers before the 500 page; a 500 handler that
+raises is logged and errtrace's problem+json answers instead.
+
 Because the handlers run inside the middleware, ``errtrace.current()`` there is the
 request's context, and the error is recorded (and logged) by the handler only: the
 middleware sees an ordinary response.
@@ -18,6 +29,8 @@ middleware sees an ordinary response.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -34,6 +47,10 @@ from errtrace.middleware.wsgi import ErrtraceWSGIMiddleware, wsgi_getter
 
 EXTENSION_KEY = "errtrace"
 
+log = logging.getLogger("errtrace")
+
+_ServerErrorPage = Callable[[Exception], "WerkzeugResponse | None"]
+
 
 def instrument_flask(app: Flask, runtime: Runtime) -> Flask:
     """Install errtrace on a Flask app; returns the same app (idempotent)."""
@@ -48,7 +65,19 @@ def instrument_flask(app: Flask, runtime: Runtime) -> Flask:
     def unhandled(exc: Exception) -> Any:
         if isinstance(exc, HTTPException):  # TRAP_HTTP_EXCEPTIONS routes them here
             return _http_exception_response(runtime, exc)
-        return _problem_response(runtime, exc)
+        return _problem_response(runtime, exc, server_error_page)
+
+    def server_error_page(exc: Exception) -> WerkzeugResponse | None:
+        # Looked up per request, so that a handler registered after instrument() counts.
+        handler = _server_error_handler(app, ours=(http_exception, unhandled))
+        if handler is None:
+            return None
+        try:
+            rv = app.ensure_sync(handler)(InternalServerError(original_exception=exc))
+            return app.make_response(rv)
+        except Exception:
+            log.exception("errtrace: the app's 500 error handler failed; sending problem+json")
+            return None
 
     # Handlers registered without a status code live under spec[None][None]; a handler
     # the app registered there first is the app's decision and is kept.
@@ -79,7 +108,28 @@ def _http_exception_response(runtime: Runtime, exc: HTTPException) -> Any:
     return _problem_response(runtime, err)
 
 
-def _problem_response(runtime: Runtime, exc: BaseException) -> WerkzeugResponse:
+def _server_error_handler(app: Flask, ours: tuple[object, ...]) -> Callable[..., Any] | None:
+    """The handler Flask's ``handle_exception`` would pick for a 500, unless it is ours.
+
+    Flask's order: a code-specific handler (blueprints first, then the app), then a
+    class handler along ``InternalServerError``'s MRO, blueprints first again.
+    """
+    names = (*request.blueprints, None)
+    for code in (500, None):
+        for name in names:
+            handlers = app.error_handler_spec.get(name, {}).get(code)
+            if not handlers:
+                continue
+            for cls in InternalServerError.__mro__:
+                handler = handlers.get(cls)
+                if handler is not None:
+                    return None if handler in ours else handler
+    return None
+
+
+def _problem_response(
+    runtime: Runtime, exc: BaseException, server_error_page: _ServerErrorPage | None = None
+) -> WerkzeugResponse:
     ctx = current()
     if ctx is None:  # reached outside errtrace's middleware (a test request context)
         ctx = runtime.start(request.environ, wsgi_getter)
@@ -98,6 +148,14 @@ def _problem_response(runtime: Runtime, exc: BaseException) -> WerkzeugResponse:
             )
             if plain is not None:
                 response = Response(plain[2], status=plain[0], headers=plain[1])
+    if (
+        response is None
+        and server_error_page is not None
+        and isinstance(exc, Exception)
+        and not isinstance(exc, AppError)
+        and err.http_status == 500
+    ):
+        response = server_error_page(exc)
     if response is None:
         status, headers, body = runtime.http_error(err, ctx)
         response = Response(body, status=status, headers=headers)

@@ -5,7 +5,8 @@ exception escaping the app into a problem+json response while no body byte has b
 handed to the server (PEP 3333 lets ``start_response`` be called again with
 ``exc_info`` until then). After the body started it records the error and ends the body
 cleanly; a ``text/event-stream`` response first gets a final ``event: error`` carrying
-the problem document, as on ASGI.
+the problem document, as on ASGI. The answer to a ``HEAD`` request keeps the headers
+of that error response (``Content-Length`` included) and sends no body.
 
 The context stays bound while the server iterates the body, so streaming generators see
 ``errtrace.current()``; it is reset exactly once, when the body is exhausted or closed,
@@ -222,7 +223,7 @@ class _Exchange:
         self._restart(
             _status_line(status), [*headers, ("Content-Length", str(len(body)))]
         )
-        return [body]
+        return _content(self.environ, body)
 
     def finish(self) -> None:
         """Reset the context and run after-response actions, exactly once."""
@@ -282,18 +283,18 @@ class _ResponseBody:
         return chunk
 
     def close(self) -> None:
-        """Close the app's iterable (always, per PEP 3333), then end the request."""
+        """Close the app's iterable (always, per PEP 3333) and the error body that
+        replaced it, each once, then end the request."""
         exchange = self._exchange
         try:
-            close = getattr(self._inner, "close", None)
-            if close is not None:
-                close()
+            _close(self._inner)
         finally:
             try:
+                # When the app raised before returning, the replacement *is* the inner
+                # body: closing it again would run its close callbacks twice.
                 replacement = exchange.replacement
-                close = getattr(replacement, "close", None)
-                if close is not None:
-                    close()
+                if replacement is not self._inner:
+                    _close(replacement)
             finally:
                 exchange.finish()
 
@@ -367,7 +368,7 @@ class _Rewriting:
                 start_response(
                     _status_line(code), [*out_headers, ("Content-Length", str(len(body)))]
                 )
-                return [body]
+                return _content(environ, body)
         start_response(status, headers)
         return _Replay(chunks, it, inner)
 
@@ -386,6 +387,14 @@ class _Replay:
 
     def close(self) -> None:
         _close(self._inner)
+
+
+def _content(environ: WSGIEnvironment, body: bytes) -> list[bytes]:
+    # RFC 9110 section 9.3.2: the answer to HEAD has the headers a GET would get (its
+    # Content-Length included) and no content; a server may pass on what it is given.
+    if environ.get("REQUEST_METHOD") == "HEAD":
+        return []
+    return [body]
 
 
 def _code(status: str) -> int:
