@@ -12,8 +12,11 @@ Service ``test.Echo`` has one method per kind: ``Unary``, ``ServerStream``,
 ``setcode``         ``context.set_code(NOT_FOUND)`` and return normally
 ``mid:CODE``        streams: send two messages, then raise ``AppError(CODE)``
 
-``serve(mode, interceptors)`` runs a sync (``grpc.server``) or aio (``grpc.aio.server``
-on a loop in a thread) server on 127.0.0.1, port 0, so one sync test body checks both.
+``serve(mode, interceptors)`` runs a server on 127.0.0.1, port 0, so one sync test body
+checks every mode: ``sync`` (``grpc.server``), ``aio`` (``grpc.aio.server`` on a loop in
+a thread, async handlers) and ``aio-sync`` (the same aio server running the sync
+handlers, as grpc.aio allows). ``serve_methods`` does the same for handlers a test
+writes itself.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -244,11 +247,16 @@ class AioServerThread:
         self._thread.join(10)
 
 
+MODES = ("sync", "aio", "aio-sync")
+"""Server modes: grpc.server, grpc.aio.server with async handlers, and with sync ones."""
+
+
 @contextlib.contextmanager
 def serve(
     mode: str, interceptors: Sequence[Any] | None = None, **options: Any
 ) -> Iterator[int]:
-    """A server of ``mode`` (``sync``/``aio``) with errtrace's interceptors; yields its port."""
+    """A server of ``mode`` (one of :data:`MODES`) with errtrace's interceptors; yields
+    its port."""
     if interceptors is None:
         interceptors = (
             errtrace.grpc_server_interceptors(**options)
@@ -259,8 +267,48 @@ def serve(
         with sync_server(interceptors) as port:
             yield port
     else:
-        with AioServerThread(interceptors) as port:
+        handler = aio_handler() if mode == "aio" else sync_handler()
+        with AioServerThread(interceptors, handler) as port:
             yield port
+
+
+_FACTORIES: dict[str, Callable[..., Any]] = {
+    "Unary": grpc.unary_unary_rpc_method_handler,
+    "ServerStream": grpc.unary_stream_rpc_method_handler,
+    "ClientStream": grpc.stream_unary_rpc_method_handler,
+    "BidiStream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def echo_handler(methods: Mapping[str, Callable[..., Any]]) -> grpc.GenericRpcHandler:
+    """``test.Echo`` with the given behaviors, by kind (``Unary``, ``ServerStream``...)."""
+    ser, de = StringValue.SerializeToString, StringValue.FromString
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        kind: _FACTORIES[kind](behavior, request_deserializer=de, response_serializer=ser)
+        for kind, behavior in methods.items()
+    })
+
+
+@contextlib.contextmanager
+def serve_methods(
+    mode: str,
+    sync_methods: Mapping[str, Callable[..., Any]],
+    aio_methods: Mapping[str, Callable[..., Any]],
+    **options: Any,
+) -> Iterator[int]:
+    """A server of ``mode`` with errtrace's interceptors (``options`` for them) serving
+    ``sync_methods`` (modes ``sync`` and ``aio-sync``) or ``aio_methods`` (``aio``)."""
+    if mode == "sync":
+        with sync_server(
+            errtrace.grpc_server_interceptors(**options), echo_handler(sync_methods)
+        ) as port:
+            yield port
+        return
+    methods = aio_methods if mode == "aio" else sync_methods
+    with AioServerThread(
+        errtrace.grpc_aio_server_interceptors(**options), echo_handler(methods)
+    ) as port:
+        yield port
 
 
 # --- a plain client ---------------------------------------------------------------------

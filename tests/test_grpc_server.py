@@ -1,4 +1,5 @@
-"""gRPC server interceptors, sync and aio: one test body per behavior, run for both.
+"""gRPC server interceptors, sync and aio: one test body per behavior, run for every
+server mode (``sync``, ``aio`` and ``aio-sync``: sync handlers on the aio server).
 
 The client is a plain ``grpc`` channel with no errtrace interceptor, reading the rich
 error details with ``grpc_status.rpc_status.from_call`` as any gRPC client would.
@@ -21,15 +22,15 @@ from errtrace.testing import capture_events
 from tests.conftest import TRACE_ID, TRACEPARENT
 from tests.grpc_helpers import (
     KINDS,
+    MODES,
     SECRET,
     STREAMING_RESPONSE,
     AioServerThread,
     invoke,
     serve,
+    serve_methods,
     sync_server,
 )
-
-MODES = ("sync", "aio")
 
 
 @pytest.fixture(params=MODES)
@@ -139,7 +140,7 @@ def test_retry_after_of_the_error_sets_retry_delay(mode: str) -> None:
     async def aio(req: Any, ctx: Any) -> Any:
         return handler(req, ctx)
 
-    result = _call_custom(mode, handler if mode == "sync" else aio)
+    result = _call_custom(mode, aio if mode == "aio" else handler)
     _status, info, retry = _rich(result)
     assert info.reason == "UPSTREAM_UNAVAILABLE"
     assert retry is not None
@@ -361,6 +362,9 @@ def _call_custom(mode: str, unary: Any) -> Any:
 
 
 
+# Not "aio-sync": grpc.aio itself never closes a sync handler's generator when the client
+# cancels (checked without errtrace), so there is no cleanup to observe.
+@pytest.mark.parametrize("mode", ["sync", "aio"])
 def test_client_cancelling_a_stream_is_not_an_error(mode: str) -> None:
     """A client that cancels mid-stream: the handler's cleanup runs with the context
     current, no error event is recorded, and the server keeps serving."""
@@ -508,3 +512,260 @@ def test_stream_handler_failing_before_its_iterator() -> None:
     assert [(e.code, e.response_started, e.fallback) for e in events] == [
         ("AI_INFERENCE_TIMEOUT", False, None), ("AI_MODEL_LOAD_FAILED", False, "applied"),
     ]
+
+
+# --- sync handlers on the aio server --------------------------------------------------------
+
+
+def test_sync_handler_abort_on_aio_server_ends_the_call() -> None:
+    """A sync handler's authorization check that aborts stops the call there, as on a
+    plain grpc.aio server: the client gets the abort's status, never the answer."""
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    went_on = threading.Event()
+
+    def unary(req: Any, ctx: Any) -> Any:
+        ctx.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed")
+        went_on.set()
+        return StringValue(value="private data")
+
+    with serve_methods("aio-sync", {"Unary": unary}, {}) as port, grpc.insecure_channel(
+        f"127.0.0.1:{port}"
+    ) as ch, capture_events() as events:
+        result = invoke(ch, "Unary", "x", [("traceparent", TRACEPARENT)])
+    assert result.values == []
+    assert result.code is grpc.StatusCode.PERMISSION_DENIED
+    assert result.call.details() == "not allowed"
+    assert not went_on.is_set()
+    assert events == []
+
+
+@pytest.mark.parametrize("kind", ["ClientStream", "BidiStream"])
+def test_sync_request_streaming_handler_on_aio_server_reads_every_request(kind: str) -> None:
+    """grpc.aio hands a sync handler a plain iterator of the requests; the context is
+    current while it reads them."""
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    def joined(requests: Iterator[Any]) -> StringValue:
+        values = [r.value for r in requests]
+        ctx = errtrace.current()
+        return StringValue(value=f"{','.join(values)}|{ctx.trace_id if ctx else None}")
+
+    def client_stream(requests: Iterator[Any], ctx: Any) -> Any:
+        return joined(requests)
+
+    def bidi(requests: Iterator[Any], ctx: Any) -> Iterator[Any]:
+        yield joined(requests)
+
+    methods = {"ClientStream": client_stream, "BidiStream": bidi}
+    with serve_methods("aio-sync", methods, {}) as port, grpc.insecure_channel(
+        f"127.0.0.1:{port}"
+    ) as ch:
+        requests = [StringValue(value=v) for v in ("a", "b", "c")]
+        md = (("traceparent", TRACEPARENT),)
+        ser, de = StringValue.SerializeToString, StringValue.FromString
+        if kind == "ClientStream":
+            answer = ch.stream_unary(f"/test.Echo/{kind}", request_serializer=ser,
+                                     response_deserializer=de)(iter(requests), metadata=md,
+                                                               timeout=10)
+            values = [answer.value]
+        else:
+            values = [r.value for r in ch.stream_stream(
+                f"/test.Echo/{kind}", request_serializer=ser, response_deserializer=de,
+            )(iter(requests), metadata=md, timeout=10)]
+    assert values == [f"a,b,c|{TRACE_ID}"]
+
+
+def test_sync_stream_failing_mid_way_on_aio_server_always_gets_its_status() -> None:
+    """grpc.aio writes a sync generator's message while its thread runs on: the error
+    that follows must still end the call with its status every time (an abort from that
+    thread can collide with the write and leave the call hanging)."""
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    def stream(req: Any, ctx: Any) -> Iterator[Any]:
+        yield StringValue(value="one")
+        raise errtrace.AppError("LLM_RATE_LIMITED", "slow down")
+
+    with serve_methods("aio-sync", {"ServerStream": stream}, {}) as port, \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        results = [invoke(ch, "ServerStream", "x") for _ in range(30)]
+    for result in results:
+        assert result.values == ["one"]
+        assert result.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert result.call.details() == "slow down"
+        assert _rich(result)[1].reason == "LLM_RATE_LIMITED"
+
+
+# --- what gRPC itself raises ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["Unary", "ServerStream"])
+def test_handler_abort_keeps_its_trailers_and_gets_the_trace_id(mode: str, kind: str) -> None:
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    def sync_unary(req: Any, ctx: Any) -> Any:
+        ctx.set_trailing_metadata((("retry-hint", "later"),))
+        ctx.abort(grpc.StatusCode.PERMISSION_DENIED, "handler said no")
+
+    # Streams abort before their first message: a sync generator on grpc.aio that aborts
+    # after a yield races grpc's own write of it (half the calls hang, without errtrace too).
+    def sync_stream(req: Any, ctx: Any) -> Iterator[Any]:
+        sync_unary(req, ctx)
+        yield StringValue(value="never")
+
+    async def aio_unary(req: Any, ctx: Any) -> Any:
+        await ctx.abort(grpc.StatusCode.PERMISSION_DENIED, "handler said no",
+                        (("retry-hint", "later"),))
+
+    async def aio_stream(req: Any, ctx: Any) -> Any:
+        await aio_unary(req, ctx)
+        yield StringValue(value="never")
+
+    sync_methods = {"Unary": sync_unary, "ServerStream": sync_stream}
+    aio_methods = {"Unary": aio_unary, "ServerStream": aio_stream}
+    with serve_methods(mode, sync_methods, aio_methods) as port, grpc.insecure_channel(
+        f"127.0.0.1:{port}"
+    ) as ch, capture_events() as events:
+        result = invoke(ch, kind, "x", [("traceparent", TRACEPARENT)])
+    assert result.code is grpc.StatusCode.PERMISSION_DENIED
+    assert result.call.details() == "handler said no"
+    trailing = result.trailing()
+    assert trailing["retry-hint"] == "later"
+    assert trailing["x-trace-id"] == TRACE_ID
+    assert rpc_status.from_call(result.call) is None  # not an application error
+    assert events == []
+
+
+# Not "aio-sync": there grpc.aio shows a sync handler the request stream simply ending
+# (and, for bidi, keeps a worker thread blocked for a while), without errtrace too.
+@pytest.mark.parametrize("mode", ["sync", "aio"])
+@pytest.mark.parametrize("kind", ["ClientStream", "BidiStream"])
+@pytest.mark.parametrize("how", ["cancel", "deadline"])
+def test_client_leaving_while_the_handler_reads_requests_is_not_an_error(
+    mode: str, kind: str, how: str
+) -> None:
+    """The client cancels, or its deadline passes, while the handler is still reading
+    the request stream: nothing to record (as for a dropped response stream)."""
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    reading = threading.Event()
+    stop = threading.Event()
+
+    def count(requests: Any) -> StringValue:
+        n = 0
+        for _ in requests:
+            n += 1
+            reading.set()
+        return StringValue(value=str(n))
+
+    def sync_bidi(requests: Any, ctx: Any) -> Iterator[Any]:
+        yield count(requests)
+
+    async def acount(requests: Any) -> StringValue:
+        n = 0
+        async for _ in requests:
+            n += 1
+            reading.set()
+        return StringValue(value=str(n))
+
+    async def aio_client_stream(requests: Any, ctx: Any) -> Any:
+        return await acount(requests)
+
+    async def aio_bidi(requests: Any, ctx: Any) -> Any:
+        yield await acount(requests)
+
+    def slow_requests() -> Iterator[StringValue]:
+        while not stop.is_set():
+            yield StringValue(value="x")
+            stop.wait(0.05)
+
+    sync_methods = {"ClientStream": lambda reqs, ctx: count(reqs), "BidiStream": sync_bidi}
+    aio_methods = {"ClientStream": aio_client_stream, "BidiStream": aio_bidi}
+    ser, de = StringValue.SerializeToString, StringValue.FromString
+    timeout = 0.5 if how == "deadline" else 10
+    # Leaving the server waits for its handler threads: whatever they record is in.
+    with capture_events() as events, serve_methods(
+        mode, sync_methods, aio_methods
+    ) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        path = f"/test.Echo/{kind}"
+        if kind == "ClientStream":
+            call: Any = ch.stream_unary(path, request_serializer=ser,
+                                        response_deserializer=de).future(
+                slow_requests(), metadata=(("traceparent", TRACEPARENT),), timeout=timeout)
+        else:
+            call = ch.stream_stream(path, request_serializer=ser, response_deserializer=de)(
+                slow_requests(), metadata=(("traceparent", TRACEPARENT),), timeout=timeout)
+        assert reading.wait(5)
+        if how == "cancel":
+            call.cancel()
+        expected = (grpc.StatusCode.CANCELLED if how == "cancel"
+                    else grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert call.code() is expected
+        stop.set()
+        again = invoke(ch, "ClientStream", "x")  # the server still serves
+    assert again.error is None
+    assert events == []
+
+
+# --- what a status message can hold -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["x" * 20000, "日本語のエラー" * 2000], ids=["ascii", "multibyte"]
+)
+def test_long_message_is_cut_and_the_error_still_arrives(mode: str, text: str) -> None:
+    """Past gRPC's metadata limit the client would get RESOURCE_EXHAUSTED and lose the
+    error; the message is cut instead, the same in grpc-message and the rich status."""
+
+    def sync_unary(req: Any, ctx: Any) -> Any:
+        if req.value == "app":
+            raise errtrace.AppError("VALIDATION_FAILED", text)
+        raise RuntimeError(text)
+
+    async def aio_unary(req: Any, ctx: Any) -> Any:
+        return sync_unary(req, ctx)
+
+    md = [("traceparent", TRACEPARENT)]
+    with serve_methods(mode, {"Unary": sync_unary}, {"Unary": aio_unary}, debug=True) as port, \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        # A message over the limit fails only some of the time: try a few.
+        results = [invoke(ch, "Unary", command, md) for command in ("app", "boom") * 3]
+    for command, result in zip(("app", "boom") * 3, results, strict=True):
+        if command == "app":
+            assert result.code is grpc.StatusCode.INVALID_ARGUMENT
+            prefix = ""
+        else:  # debug: the exception's text is the message
+            assert result.code is grpc.StatusCode.INTERNAL
+            prefix = "RuntimeError: "
+        details = result.call.details()
+        assert details.endswith("...") and len(details) < len(prefix + text)
+        assert (prefix + text).startswith(details[:-3])
+        status, info, _retry = _rich(result)  # from_call checks the two messages are equal
+        assert status.message == details
+        assert info.reason == ("VALIDATION_FAILED" if command == "app" else "INTERNAL")
+        assert result.trailing()["x-trace-id"] == TRACE_ID
+
+
+def test_text_utf8_cannot_encode_is_replaced_in_the_status(mode: str) -> None:
+    """A lone surrogate (a bad message, or a file name decoded with os.fsdecode) is sent
+    as "?", the same in grpc-message and the rich status, instead of breaking the call."""
+    import os
+
+    def sync_unary(req: Any, ctx: Any) -> Any:
+        if req.value == "app":
+            raise errtrace.AppError("BAD_REQUEST", "bad \ud800 char")
+        raise FileNotFoundError(os.fsdecode(b"caf\xff.txt"))
+
+    async def aio_unary(req: Any, ctx: Any) -> Any:
+        return sync_unary(req, ctx)
+
+    with serve_methods(mode, {"Unary": sync_unary}, {"Unary": aio_unary}, debug=True) as port, \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        app = invoke(ch, "Unary", "app")
+        boom = invoke(ch, "Unary", "boom")
+    assert app.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert app.call.details() == "bad ? char"
+    assert _rich(app)[0].message == "bad ? char"
+    assert boom.code is grpc.StatusCode.INTERNAL
+    assert boom.call.details() == "FileNotFoundError: caf?.txt"
+    assert _rich(boom)[1].reason == "INTERNAL"

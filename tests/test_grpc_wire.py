@@ -212,3 +212,58 @@ def test_trailers_set_by_the_handler_are_kept_except_errtraces_own(
         "x-trace-id": ctx.trace_id,
     }
     assert len(trailers) == 6  # nothing doubled
+
+
+def _trailer_block_size(status: Any) -> int:
+    """What gRPC weighs against its metadata limit (``grpc.max_metadata_size``, 8 KiB by
+    default): each entry's key and value plus 32 bytes, ``grpc-message`` percent-encoded
+    and ``-bin`` values base64-encoded, as they travel."""
+    import base64
+
+    raw = status.details.encode("utf-8")
+    message = sum(1 if 0x20 <= b < 0x7F and b != 0x25 else 3 for b in raw)
+    size = len("grpc-status") + 2 + 32 + len("grpc-message") + message + 32
+    for key, value in status.trailing_metadata:
+        size += len(key) + 32
+        size += len(base64.b64encode(value)) if key.endswith("-bin") else len(value)
+    return size
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x" * 100_000, "%" * 5000, "日本語" * 20_000, "é" * 3000, "\ud800" * 5000, "\n\t" * 4000],
+    ids=["ascii", "percent", "cjk", "two-byte", "surrogates", "controls"],
+)
+@pytest.mark.parametrize("debug", [False, True], ids=["message", "debug-exception"])
+def test_a_huge_message_keeps_the_trailers_well_under_grpcs_metadata_limit(
+    text: str, debug: bool
+) -> None:
+    """Past the limit the client gets RESOURCE_EXHAUSTED instead of the error. The worst
+    case here also carries the longest ``causedBy`` chain a remote error may add."""
+    from errtrace.core.errors import RemoteError
+
+    upstream = tuple({"code": "INTERNAL", "event_id": "e" * 26, "service": "s" * 60}
+                     for _ in range(15))
+    remote = RemoteError(code="UPSTREAM_ERROR", event_id="evt", service="down",
+                         upstream=upstream)
+    if debug:
+        err = errtrace.AppError("INTERNAL", cause=RuntimeError(text), remote=remote)
+    else:
+        err = errtrace.AppError("VALIDATION_FAILED", text, remote=remote)
+    err.event_id = "01J00000000000000000000000"
+    status = error_status(err, new_root_context(), Config(debug=debug, service_name="svc"))
+    assert _trailer_block_size(status) < 6 * 1024
+    # The message is cut at a character boundary and marked; it fits UTF-8 and is the
+    # same in grpc-message and the rich status (grpc_status.rpc_status checks that).
+    assert status.details.endswith("...")
+    status.details.encode("utf-8")
+    assert len(status.details) > 100
+    rich = status_pb2.Status.FromString(dict(status.trailing_metadata)[DETAILS_KEY])
+    assert rich.message == status.details
+    assert "causedBy" in _error_info(status).metadata
+
+
+def test_a_message_that_fits_is_sent_whole() -> None:
+    for text in ["safe message", "ungültig: 你好", "100% %41 done", "x" * 1024, "é" * 170]:
+        status = error_status(errtrace.AppError("BAD_REQUEST", text), None, Config())
+        assert status.details == text

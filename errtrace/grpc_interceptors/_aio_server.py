@@ -1,30 +1,156 @@
 """The ``grpc.aio`` server interceptor: the sync one's lifecycle, awaited.
 
-A wrapped behavior keeps the kind the aio server dispatches on: a coroutine function
+A wrapped behavior keeps the kind the aio server dispatches on. A coroutine function
 stays one (unary responses, and streaming handlers that ``await context.write``), an
-async generator function stays one. A plain function (the aio server runs those in a
-thread pool) is wrapped as a coroutine or async generator that runs it in a thread with
-the context copied (``asyncio.to_thread``), so its errors are answered the same way.
+async generator function stays one. A plain function stays a plain function wrapped
+with the sync server's own lifecycle (:class:`~._server.ServerBase`): the aio server
+then treats it exactly as it treats an uninstrumented sync handler, running it in its
+``migration_thread_pool`` (or the loop's default executor when none was given) with a
+sync servicer context and a sync request iterator.
+
+Handlers see the servicer context through a thin wrapper that forwards everything. It
+adds ``x-trace-id`` to the trailers of the handler's own ``abort`` (the aio server sends
+the status inside ``abort``, so it cannot be added afterwards, as the sync server does),
+and notes whether a streaming handler wrote a message. A sync handler's context also
+gets what the sync server's has and grpc's sync wrapper lacks: ``trailing_metadata()``,
+``code()``, ``details()`` and ``abort_with_status()``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from errtrace.core.context import ErrorContext, bind, reset
+from errtrace.core.context import ErrorContext, bind, current, reset
+from errtrace.grpc_interceptors._metadata import merged
 from errtrace.grpc_interceptors._server import Behavior, ServerBase
+from errtrace.grpc_interceptors._status import Status
 
-_DONE: Any = object()
+_EMPTY: tuple[tuple[str, Any], ...] = ()
 
 
-def _next(iterator: Iterator[Any]) -> Any:
-    return next(iterator, _DONE)
+def _runs_on_loop(behavior: Behavior) -> bool:
+    """Whether the aio server awaits ``behavior`` (rather than run it in a thread):
+    the test grpc.aio applies to the handler it is given."""
+    return inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
+
+
+def _with_trace_id(trace_key: str, pairs: Iterable[tuple[str, Any]]) -> tuple[Any, ...]:
+    """``pairs`` plus ``x-trace-id`` of the bound context (a value already there wins)."""
+    ctx = current()
+    if ctx is None:
+        return tuple(pairs)
+    return tuple(merged(pairs, ((trace_key, ctx.trace_id),)))
+
+
+class _AsyncHandlerContext:
+    """The ``grpc.aio.ServicerContext`` an async handler sees (everything forwarded)."""
+
+    __slots__ = ("_context", "_trace_key", "wrote")
+
+    def __init__(self, context: Any, trace_key: str) -> None:
+        self._context = context
+        self._trace_key = trace_key
+        self.wrote = False
+        """Whether the handler wrote a message (the response started)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def write(self, message: Any) -> None:
+        """Send one response message."""
+        self.wrote = True
+        await self._context.write(message)
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = _EMPTY
+    ) -> None:
+        """End the call with ``code``; the trailers also carry ``x-trace-id``."""
+        # As grpc.aio does: no trailers given means those set on the context.
+        pairs = tuple(trailing_metadata) or tuple(self._context.trailing_metadata() or ())
+        await self._context.abort(code, details, _with_trace_id(self._trace_key, pairs))
+
+    async def abort_with_status(self, status: grpc.Status) -> None:
+        """End the call with ``status`` (code, details and trailing metadata)."""
+        await self.abort(status.code, status.details, status.trailing_metadata)
+
+
+class _SyncHandlerContext:
+    """The context a sync handler sees on the aio server: grpc's sync wrapper, forwarded,
+    plus what errtrace's shared sync lifecycle reads (and the sync server's context has).
+    """
+
+    __slots__ = ("_code", "_context", "_details", "_done", "_trace_key", "_trailing")
+
+    def __init__(self, context: Any, trace_key: str) -> None:
+        self._context = context
+        self._trace_key = trace_key
+        self._trailing: tuple[tuple[str, Any], ...] = _EMPTY
+        self._code: grpc.StatusCode | None = None
+        self._details: str | None = None
+        self._done: list[Callable[[Any], None]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        """Set the trailing metadata."""
+        self._trailing = tuple(metadata)
+        self._context.set_trailing_metadata(self._trailing)
+
+    def trailing_metadata(self) -> tuple[tuple[str, Any], ...]:
+        """The trailing metadata set so far."""
+        return self._trailing
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        """Set the status code."""
+        self._code = code
+        self._context.set_code(code)
+
+    def code(self) -> grpc.StatusCode | None:
+        """The status code set so far (None: none was set)."""
+        return self._code
+
+    def set_details(self, details: str) -> None:
+        """Set the status message."""
+        self._details = details
+        self._context.set_details(details)
+
+    def details(self) -> str | None:
+        """The status message set so far."""
+        return self._details
+
+    def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = _EMPTY
+    ) -> None:
+        """End the call with ``code`` (raises); the trailers also carry ``x-trace-id``."""
+        pairs = tuple(trailing_metadata) or self._trailing
+        self._context.abort(code, details, _with_trace_id(self._trace_key, pairs))
+
+    def abort_with_status(self, status: grpc.Status) -> None:
+        """End the call with ``status`` (code, details and trailing metadata; raises)."""
+        self.abort(status.code, status.details, status.trailing_metadata)
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(context)`` once the handler has finished.
+
+        grpc's own ``add_callback`` runs for unary responses only, before the status is
+        sent; errtrace's after-response work (a level 0 exit) goes here instead. It runs
+        after an abort, which sends the status before it returns; after a stream that
+        failed mid-way, just before grpc sends the status set for it (the default exit,
+        SIGTERM, lets the server finish its calls).
+        """
+        self._done.append(callback)
+
+    def run_done_callbacks(self) -> None:
+        """Run what :meth:`add_done_callback` collected (once)."""
+        done, self._done = self._done, []
+        for callback in done:
+            callback(self)
 
 
 class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -49,41 +175,55 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
             return failure.fallback_result
         await context.abort(status.code, status.details, status.trailing_metadata)
 
-    @staticmethod
-    async def _stepper(
-        behavior: Behavior, request: Any, context: Any
-    ) -> Callable[[], Awaitable[Any]]:
-        """An awaitable ``next()`` over the handler's responses (``_DONE`` at the end)."""
-        if inspect.isasyncgenfunction(behavior):
-            agen = behavior(request, context)
+    # -- plain functions: the sync lifecycle, run by grpc in its thread pool ---------------
 
-            async def step() -> Any:
-                try:
-                    return await agen.__anext__()
-                except StopAsyncIteration:
-                    return _DONE
+    def _sync_unary_on_aio(self, behavior: Behavior, method: str) -> Behavior:
+        wrapped = self._sync_unary(behavior, method)
+        trace_key = self._trace_key
 
-            return step
-        iterator = iter(await asyncio.to_thread(behavior, request, context))
+        def unary_response(request: Any, context: Any) -> Any:
+            handler_context = _SyncHandlerContext(context, trace_key)
+            try:
+                return wrapped(request, handler_context)
+            finally:
+                handler_context.run_done_callbacks()
 
-        async def next_in_thread() -> Any:
-            return await asyncio.to_thread(_next, iterator)
+        return unary_response
 
-        return next_in_thread
+    def _sync_stream_on_aio(self, behavior: Behavior, method: str) -> Behavior:
+        wrapped = self._sync_stream(behavior, method)
+        trace_key = self._trace_key
+
+        def stream_response(request: Any, context: Any) -> Iterator[Any]:
+            handler_context = _SyncHandlerContext(context, trace_key)
+            try:
+                yield from wrapped(request, handler_context)
+            finally:
+                handler_context.run_done_callbacks()
+
+        return stream_response
+
+    def _end_stream(self, context: Any, status: Status) -> None:
+        # grpc.aio writes a sync generator's messages on the loop while the worker
+        # thread already runs the next step: an abort from the thread could collide
+        # with that write (and the call hang). The status is set instead; grpc sends it
+        # once the generator has ended and the last message went out.
+        context.set_code(status.code)
+        context.set_details(status.details)
+        context.set_trailing_metadata(status.trailing_metadata)
+
+    # -- coroutine functions and async generators --------------------------------------------
 
     def _unary_response(self, behavior: Behavior, method: str) -> Behavior:
-        call: Callable[[Any, Any], Awaitable[Any]]
-        if inspect.iscoroutinefunction(behavior):
-            call = behavior
-        else:
-            async def call(request: Any, context: Any) -> Any:
-                return await asyncio.to_thread(behavior, request, context)
+        if not _runs_on_loop(behavior):
+            return self._sync_unary_on_aio(behavior, method)
+        trace_key = self._trace_key
 
         async def unary_response(request: Any, context: Any) -> Any:
             ctx = self._start(context)
             token = bind(ctx)
             try:
-                response = await call(request, context)
+                response = await behavior(request, _AsyncHandlerContext(context, trace_key))
             except Exception as exc:
                 return await self._answer(exc, ctx, context, method, started=False)
             finally:
@@ -94,46 +234,23 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
         return unary_response
 
     def _stream_response(self, behavior: Behavior, method: str) -> Behavior:
+        if not _runs_on_loop(behavior):
+            return self._sync_stream_on_aio(behavior, method)
         if inspect.iscoroutinefunction(behavior):
-            # The reader/writer API: the handler writes with ``await context.write``.
-            async def writer(request: Any, context: Any) -> None:
-                ctx = self._start(context)
-                token = bind(ctx)
-                try:
-                    await behavior(request, context)
-                except Exception as exc:
-                    result = await self._answer(exc, ctx, context, method, started=False)
-                    await context.write(result)
-                    return
-                finally:
-                    reset(token)
-                self._succeeded(context, ctx)
-
-            return writer
+            return self._writer(behavior, method)
+        trace_key = self._trace_key
 
         async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
             ctx = self._start(context)
-            step: Callable[[], Awaitable[Any]] | None = None
-            failed: Exception | None = None
-            token = bind(ctx)
-            try:
-                step = await self._stepper(behavior, request, context)
-            except Exception as exc:
-                failed = exc
-            finally:
-                reset(token)
-            if step is None:
-                assert failed is not None
-                yield await self._answer(failed, ctx, context, method, started=False)
-                return
+            agen = behavior(request, _AsyncHandlerContext(context, trace_key))
             started = last = False
             # Bound around each step only: the server may drop this generator anywhere.
             while not last:
                 token = bind(ctx)
                 try:
-                    item = await step()
-                    if item is _DONE:
-                        break
+                    item = await agen.__anext__()
+                except StopAsyncIteration:
+                    break
                 except Exception as exc:
                     item = await self._answer(exc, ctx, context, method, started)
                     last = True
@@ -145,3 +262,24 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
                 self._succeeded(context, ctx)
 
         return stream_response
+
+    def _writer(self, behavior: Behavior, method: str) -> Behavior:
+        """The reader/writer API: the handler writes with ``await context.write``."""
+        trace_key = self._trace_key
+
+        async def writer(request: Any, context: Any) -> None:
+            ctx = self._start(context)
+            handler_context = _AsyncHandlerContext(context, trace_key)
+            token = bind(ctx)
+            try:
+                await behavior(request, handler_context)
+            except Exception as exc:
+                # After a write, as after a yield: no fallback, the status ends the stream.
+                result = await self._answer(exc, ctx, context, method, handler_context.wrote)
+                await context.write(result)
+                return
+            finally:
+                reset(token)
+            self._succeeded(context, ctx)
+
+        return writer

@@ -6,8 +6,14 @@ error: ``runtime.fail``, answer with the rich status (or the fallback's message)
 reset. ``x-trace-id`` goes into the trailing metadata of every failed call (and of
 successful ones with ``grpc_trace_id_on_success``: a trailer costs time on every call).
 
-gRPC's own abort (the handler called ``context.abort``) is not an application error:
-it passes through untouched. A status the handler set with ``context.set_code`` is kept.
+gRPC's own exceptions are not application errors and pass through untouched: the
+handler's abort (``context.abort``), and the ``grpc.RpcError`` the request iterator raises
+once the client cancelled the call or its deadline passed (as when a response stream is
+dropped for the same reason, nothing is recorded). A status the handler set with
+``context.set_code`` is kept.
+
+The sync lifecycle lives in :class:`ServerBase`: the aio server runs it too, for handlers
+that are plain functions (see :mod:`._aio_server`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+import grpc.aio
 
 from errtrace.core.context import ErrorContext, bind, reset
 from errtrace.core.runtime import Failure, Runtime
@@ -147,53 +154,10 @@ class ServerBase:
         )
         return failure, status
 
+    # -- the sync lifecycle: grpc.server, and plain-function handlers on grpc.aio.server --
 
-def _handler_code(context: Any) -> grpc.StatusCode | None:
-    """A non-OK status the handler set itself (kept rather than the code's own)."""
-    try:
-        code = context.code()
-    except Exception:  # an older grpc without ServicerContext.code()
-        return None
-    if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
-        return code
-    return None
-
-
-def _when_done(context: Any, callback: Callable[[], None]) -> None:
-    """Run ``callback`` once the RPC has terminated (the status was sent)."""
-    add = getattr(context, "add_callback", None)  # sync
-    if add is not None:
-        add(callback)
-        return
-    context.add_done_callback(lambda _ctx: callback())  # aio
-
-
-def aborted_by_handler(context: Any, exc: BaseException) -> bool:
-    """True when ``exc`` is the sync server's own abort (``context.abort`` or
-    ``abort_with_status`` ran), which is not an application error.
-
-    That abort raises a bare ``Exception()`` after marking the RPC state; the mark is
-    the exact test. A grpc without that (private) state falls back to what the public
-    API shows: a bare ``Exception()`` while a non-OK status is set on the context.
-    """
-    state = getattr(context, "_state", None)
-    if state is not None and hasattr(state, "aborted"):
-        return bool(state.aborted)
-    if type(exc) is not Exception or exc.args:
-        return False
-    return _handler_code(context) is not None
-
-
-class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[type-arg]
-    """errtrace for ``grpc.server(..., interceptors=[...])`` (all four method kinds)."""
-
-    def intercept_service(
-        self, continuation: Callable[[Any], Any], handler_call_details: Any
-    ) -> Any:
-        """Wrap the handler of this call (``None``, for an unknown method, stays None)."""
-        return self._wrapped(continuation(handler_call_details), handler_call_details.method)
-
-    def _unary_response(self, behavior: Behavior, method: str) -> Behavior:
+    def _sync_unary(self, behavior: Behavior, method: str) -> Behavior:
+        """A unary-response ``behavior`` (a plain function) with errtrace around it."""
         start = self._start
 
         def unary_response(request: Any, context: Any) -> Any:
@@ -202,7 +166,7 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
             try:
                 response = behavior(request, context)
             except Exception as exc:
-                if aborted_by_handler(context, exc):
+                if raised_by_grpc(context, exc):
                     self._add_trace_id(context, ctx)
                     raise
                 failure, status = self._fail(exc, ctx, context, method, started=False)
@@ -221,7 +185,10 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
 
         return unary_response
 
-    def _stream_response(self, behavior: Behavior, method: str) -> Behavior:
+    def _sync_stream(self, behavior: Behavior, method: str) -> Behavior:
+        """A streaming-response ``behavior`` (a plain function returning an iterator)
+        with errtrace around the call and every step of its iterator."""
+
         def stream_response(request: Any, context: Any) -> Iterator[Any]:
             ctx = self._start(context)
             token = bind(ctx)
@@ -238,7 +205,7 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
     def _failed_stream(
         self, exc: Exception, ctx: ErrorContext, context: Any, method: str
     ) -> Iterator[Any]:
-        if aborted_by_handler(context, exc):
+        if raised_by_grpc(context, exc):
             self._add_trace_id(context, ctx)
             raise exc
         failure, status = self._fail(exc, ctx, context, method, started=False)
@@ -246,6 +213,10 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
             context.abort_with_status(status)
         self._add_trace_id(context, ctx)
         return iter((failure.fallback_result,))
+
+    def _end_stream(self, context: Any, status: Status) -> None:
+        """End a response stream that failed after it started, with ``status``."""
+        context.abort_with_status(status)  # raises
 
     def _steps(
         self, iterator: Iterator[Any], ctx: ErrorContext, context: Any, method: str
@@ -261,14 +232,15 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
                 except StopIteration:
                     break
                 except Exception as exc:
-                    if aborted_by_handler(context, exc):
+                    if raised_by_grpc(context, exc):
                         self._add_trace_id(context, ctx)
                         raise
                     failure, status = self._fail(exc, ctx, context, method, started)
                     # Only before the first message can a fallback stand in (as the one
                     # message of the stream); the runtime gives none after that.
                     if not failure.has_fallback:
-                        context.abort_with_status(status)
+                        self._end_stream(context, status)
+                        return
                     self._add_trace_id(context, ctx)
                     item, last = failure.fallback_result, True
                 finally:
@@ -285,3 +257,83 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
                     reset(token)
         if not last:
             self._succeeded(context, ctx)
+
+
+def _handler_code(context: Any) -> grpc.StatusCode | None:
+    """A non-OK status the handler set itself (kept rather than the code's own)."""
+    try:
+        code = context.code()
+    except Exception:  # an older grpc without ServicerContext.code()
+        return None
+    if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
+        return code
+    return None
+
+
+def _when_done(context: Any, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the RPC has terminated (the status was sent)."""
+    # aio contexts (and the aio server's wrapper of a sync handler's context, whose own
+    # add_callback grpc never runs for streams) have add_done_callback; sync ones do not.
+    add_done = getattr(context, "add_done_callback", None)
+    if add_done is not None:
+        add_done(lambda _ctx: callback())
+        return
+    context.add_callback(callback)
+
+
+def aborted_by_handler(context: Any, exc: BaseException) -> bool:
+    """True when ``exc`` is the sync server's own abort (``context.abort`` or
+    ``abort_with_status`` ran), which is not an application error.
+
+    That abort raises a bare ``Exception()`` after marking the RPC state; the mark is
+    the exact test. A grpc without that (private) state falls back to what the public
+    API shows: a bare ``Exception()`` while a non-OK status is set on the context.
+    On the aio server, a sync handler's ``context.abort`` raises ``grpc.aio.AbortError``.
+    """
+    if isinstance(exc, grpc.aio.AbortError):
+        return True
+    state = getattr(context, "_state", None)
+    if state is not None and hasattr(state, "aborted"):
+        return bool(state.aborted)
+    if type(exc) is not Exception or exc.args:
+        return False
+    return _handler_code(context) is not None
+
+
+def client_gone(context: Any, exc: BaseException) -> bool:
+    """True when ``exc`` is the ``grpc.RpcError`` that the sync server's request iterator
+    raises because the client cancelled the call (or its deadline passed).
+
+    grpc keeps the errors it raised that way in the RPC state and ends such calls
+    quietly; that list is the exact test. Without it: a bare ``grpc.RpcError`` (a failed
+    outgoing call raises a subclass) while the RPC is no longer active.
+    """
+    if not isinstance(exc, grpc.RpcError):
+        return False
+    raised = getattr(getattr(context, "_state", None), "rpc_errors", None)
+    if isinstance(raised, list):
+        return any(exc is item for item in raised)
+    is_active = getattr(context, "is_active", None)
+    return type(exc) is grpc.RpcError and is_active is not None and not is_active()
+
+
+def raised_by_grpc(context: Any, exc: BaseException) -> bool:
+    """True when ``exc`` is gRPC's own (:func:`aborted_by_handler`, :func:`client_gone`):
+    not an application error, it is re-raised for grpc to end the call as it does."""
+    return aborted_by_handler(context, exc) or client_gone(context, exc)
+
+
+class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """errtrace for ``grpc.server(..., interceptors=[...])`` (all four method kinds)."""
+
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], handler_call_details: Any
+    ) -> Any:
+        """Wrap the handler of this call (``None``, for an unknown method, stays None)."""
+        return self._wrapped(continuation(handler_call_details), handler_call_details.method)
+
+    def _unary_response(self, behavior: Behavior, method: str) -> Behavior:
+        return self._sync_unary(behavior, method)
+
+    def _stream_response(self, behavior: Behavior, method: str) -> Behavior:
+        return self._sync_stream(behavior, method)

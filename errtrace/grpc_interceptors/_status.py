@@ -33,6 +33,18 @@ from errtrace.grpc_interceptors._metadata import replaced
 DETAILS_KEY = "grpc-status-details-bin"
 DEFAULT_RETRY_DELAY = 1.0
 MAX_STATUS_BYTES = 65536
+MAX_MESSAGE_BYTES = 1024
+"""Longest status message, as sent in ``grpc-message`` (percent-encoded, as the gRPC
+over HTTP/2 protocol spec requires).
+
+The message travels twice: in ``grpc-message`` and inside ``grpc-status-details-bin``
+(base64). gRPC refuses a trailer block above its metadata soft limit (8 KiB by default,
+``grpc.max_metadata_size``) by failing the call with RESOURCE_EXHAUSTED, which would
+lose the error; with this cap the message takes at most about 2.4 KiB of the block."""
+_CUT_MARK = "..."
+# The bytes grpc sends as they are in grpc-message: printable ASCII except "%". Any
+# other byte (of the UTF-8 text) becomes "%XX", three bytes.
+_VERBATIM = bytes(b for b in range(0x20, 0x7F) if b != ord("%"))
 
 STATUS_CODES: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
 
@@ -101,7 +113,7 @@ def _neutral_answer(
     status_code = code if code is not None else STATUS_CODES.get(err.grpc_status)
     if status_code is None or status_code is grpc.StatusCode.OK:
         status_code = grpc.StatusCode.UNKNOWN
-    message: str = data["message"]
+    message = sendable_message(data["message"])
     details = [(_wire.ERROR_INFO, _wire.error_info(err.code, data["domain"], to_string_map(data)))]
     if err.retryable:
         details.append((_wire.RETRY_INFO, _wire.retry_info(_delay_seconds(err))))
@@ -158,9 +170,39 @@ def _plain_answer(
     if parts.retry is not None:
         retry = parts.retry if err.retry_after is None else _wire.retry_info(_delay_seconds(err))
         details.append((_wire.RETRY_INFO, retry))
-    message = detail_text(err, False)
+    message = sendable_message(detail_text(err, False))
     rich = _wire.status(status_code.value[0], message, details)
     return status_code, message, rich, parts.trailers
+
+
+def sendable_message(text: str) -> str:
+    """``text`` as a status message can carry it, in ``grpc-message`` and in the rich
+    status alike (``grpc_status.rpc_status.from_call`` requires both to be equal).
+
+    A lone surrogate, which UTF-8 cannot encode (grpc would fail to send the status),
+    becomes ``?`` as in the rich status bytes; a text longer than
+    :data:`MAX_MESSAGE_BYTES` on the wire is cut at a character boundary and ends with
+    ``...``.
+    """
+    if text.isascii() and len(text) * 3 <= MAX_MESSAGE_BYTES:
+        return text  # the usual short message: fits even if every byte were escaped
+    raw = _wire.utf8(text)
+    if _wire_size(raw) <= MAX_MESSAGE_BYTES:
+        return raw.decode("utf-8")
+    budget = MAX_MESSAGE_BYTES - len(_CUT_MARK)
+    end = 0
+    for byte in raw[:budget]:  # every byte takes at least one: no need to look further
+        budget -= 1 if byte in _VERBATIM else 3
+        if budget < 0:
+            break
+        end += 1
+    # A cut inside a multi-byte character drops its first bytes.
+    return raw[:end].decode("utf-8", "ignore") + _CUT_MARK
+
+
+def _wire_size(raw: bytes) -> int:
+    """The length of ``raw`` once percent-encoded for ``grpc-message``."""
+    return len(raw) + 2 * len(raw.translate(None, _VERBATIM))
 
 
 def _status_parts(code: ErrorCode, config: Config) -> _StatusParts:

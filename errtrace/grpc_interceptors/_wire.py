@@ -46,8 +46,9 @@ def _delimited(tag: bytes, payload: bytes) -> bytes:
     return tag + (_BYTE[size] if size < 0x80 else _varint(size)) + payload
 
 
-def _text(value: str) -> bytes:
-    # Protobuf strings are UTF-8; a lone surrogate (never valid there) is replaced.
+def utf8(value: str) -> bytes:
+    """``value`` as UTF-8, as protobuf strings are; a lone surrogate (never valid
+    there) becomes ``?``."""
     return value.encode("utf-8", "replace")
 
 
@@ -67,7 +68,7 @@ _KEY_FIELDS: dict[str, bytes] = {}
 def _key_field(key: str) -> bytes:
     found = _KEY_FIELDS.get(key)
     if found is None:
-        found = _delimited(_F1, _text(key)) if key else b""
+        found = _delimited(_F1, utf8(key)) if key else b""
         if len(_KEY_FIELDS) < 256:
             _KEY_FIELDS[key] = found
     return found
@@ -86,9 +87,9 @@ def error_info_head(reason: str, domain: str) -> bytes:
     (:func:`map_entry`) follow."""
     out = b""
     if reason:
-        out += _delimited(_F1, _text(reason))
+        out += _delimited(_F1, utf8(reason))
     if domain:
-        out += _delimited(_F2, _text(domain))
+        out += _delimited(_F2, utf8(domain))
     return out
 
 
@@ -96,7 +97,7 @@ def map_entry(key: str, value: str) -> bytes:
     """One ``metadata`` map entry of an ``ErrorInfo``."""
     entry = _key_field(key)
     if value:
-        text = _text(value)
+        text = utf8(value)
         size = len(entry) + 2 + len(text)
         if size < 0x80:  # ids and names: every length fits in one byte
             return _F3 + _BYTE[size] + entry + _F2 + _BYTE[len(text)] + text
@@ -123,7 +124,7 @@ def status(code: int, message: str, details: list[tuple[bytes, bytes]]) -> bytes
     """
     out = bytearray(_V1 + _varint(code) if code else b"")
     if message:
-        out += _delimited(_F2, _text(message))
+        out += _delimited(_F2, utf8(message))
     for head, value in details:
         out += _delimited(_F3, head + _delimited(_F2, value))
     return bytes(out)
