@@ -154,9 +154,9 @@ class Runtime:
     ) -> Failure:
         """Translate ``exc``, record it, and run the code's fallback if it has one.
 
-        For servers that cannot await: a fallback defined with ``async def`` counts as
-        failed here (its coroutine is closed and the error logged); async servers call
-        :meth:`fail_async`, which awaits it.
+        A fallback defined with ``async def`` counts as failed here (its coroutine is
+        closed and the error logged); the ASGI middleware calls :meth:`fail_async`,
+        which awaits it.
         """
         failure = self._fail(exc, ctx, transport, method, route, response_started)
         result = failure.fallback_result
@@ -165,8 +165,8 @@ class Runtime:
                 result.close()
             stats.incr("hook_failures")
             log.error(
-                "errtrace: the fallback for %s is a coroutine function; only async servers "
-                "(ASGI, grpc.aio) can await it", failure.error.code,
+                "errtrace: the fallback for %s is a coroutine function; only ASGI apps "
+                "await it (define it with def for this server)", failure.error.code,
             )
             failure.fallback_result = NO_RESULT
             failure.event.fallback = "failed"
