@@ -162,6 +162,35 @@ def test_flask_rewrites_and_classifies() -> None:
     assert (r_plain.status_code, r_plain.data) == (529, b"overloaded_error")
 
 
+def test_flask_rewritten_response_keeps_the_providers_headers_and_uses_fallbacks() -> None:
+    errtrace.set_fallback(
+        "LLM_CONTEXT_LENGTH_EXCEEDED", lambda err, ctx: {"answer": "summarised first"}
+    )
+    app = flask_app(rewrite_responses=["/llm"])
+
+    @app.get("/llm/limited")
+    def limited() -> Any:
+        return "Rate limit exceeded", 429, {
+            "Retry-After": "30", "x-ratelimit-remaining-requests": "0",
+            "x-error-level": "6",
+        }
+
+    client = app.test_client()
+    with errtrace.testing.capture_events() as events:
+        limited_r = client.get("/llm/limited")
+        fallback_r = client.get("/llm/json")
+    assert limited_r.status_code == 429
+    assert json.loads(limited_r.data)["code"] == "LLM_RATE_LIMITED"
+    assert limited_r.headers["Retry-After"] == "30"
+    assert limited_r.headers["x-ratelimit-remaining-requests"] == "0"
+    assert limited_r.headers.getlist("x-error-level") == ["2"]
+    assert fallback_r.status_code == 200
+    assert json.loads(fallback_r.data) == {"answer": "summarised first"}
+    assert [(e.code, e.fallback) for e in events] == [
+        ("LLM_RATE_LIMITED", None), ("LLM_CONTEXT_LENGTH_EXCEEDED", "applied"),
+    ]
+
+
 def test_httpx_failure_escaping_a_handler_maps_to_upstream_code() -> None:
     app = Flask(__name__)
 

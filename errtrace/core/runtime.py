@@ -365,7 +365,9 @@ class Runtime:
         Used on routes with ``rewrite_responses``: a 4xx/5xx answer whose body is free
         text or JSON without a code (typically an LLM provider's error passed through)
         becomes the ``LLM_*`` error of its class. ``headers`` keys are lower-case. The
-        provider's text is kept for the event only (``_provider_text``).
+        provider's text is kept for the event only (``_provider_text``); its
+        ``Retry-After`` and its other headers (rate-limit counters, cookies) stay on the
+        answer, except those that described the replaced body or that errtrace sets.
         """
         if status < 400 or self.config.error_code_header.lower() in headers:
             return None
@@ -382,7 +384,14 @@ class Runtime:
         details["_provider_text"] = found.text
         details["rule"] = found.rule
         details["upstream_status"] = status
-        return AppError(found.code, details=details)
+        config = self.config
+        replaced = {
+            "content-type", "content-length", "content-encoding", "transfer-encoding",
+            "retry-after", config.error_code_header.lower(), config.error_level_header.lower(),
+            config.event_id_header.lower(), config.trace_id_header.lower(),
+        }
+        kept = {name: value for name, value in headers.items() if name not in replaced}
+        return AppError(found.code, details=details, headers=kept)
 
     # -- report ---------------------------------------------------------------------------
 

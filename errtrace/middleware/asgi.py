@@ -8,9 +8,10 @@ the response started it records the error and ends the body cleanly; a
 document. Lifespan and websocket scopes pass through untouched.
 
 An event stream's closing message is held until the app returns, so that an error raised
-after it (a ``BaseHTTPMiddleware`` between errtrace and the route sends the end of the
-body before it re-raises) still reaches the client as its ``event: error``; the stream
-then ends when the app returns, after any background task of the response.
+after it (Starlette's HTTP middleware base class, between errtrace and the route, sends
+the end of the body before it re-raises) still reaches the client as its ``event:
+error``; the stream then ends when the app returns, after any background task of the
+response.
 
 A second ``ErrtraceMiddleware`` below the first (a mounted, instrumented sub-app) keeps
 the request's context, found in ``scope["errtrace.context"]``, instead of starting one.
@@ -177,11 +178,10 @@ async def answer(
     *,
     responder: Responder | None = None,
     exc: BaseException | None = None,
-    extra_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
     """Send the answer to a request that failed before its response started: the
     fallback's result if there is one, else the app's own responder for unhandled
-    exceptions, else errtrace's problem+json (with ``extra_headers``)."""
+    exceptions, else errtrace's problem+json."""
     result = failure.fallback_result
     if result is not NO_RESULT:
         plain = plain_fallback_response(
@@ -198,10 +198,7 @@ async def answer(
         answered = await responder(exc, scope, receive, send)
         if answered:
             return
-    status, pairs, body = runtime.http_error_bytes(err, ctx)
-    if extra_headers:
-        pairs.extend(extra_headers)
-    await _send_encoded(send, status, pairs, body)
+    await _send_encoded(send, *runtime.http_error_bytes(err, ctx))
 
 
 def _is_event_stream(headers: Sequence[tuple[bytes, bytes]]) -> bool:
@@ -209,14 +206,6 @@ def _is_event_stream(headers: Sequence[tuple[bytes, bytes]]) -> bool:
         if name == b"content-type":
             return value.startswith(b"text/event-stream")
     return False
-
-
-# Headers of a rewritten response that errtrace sets itself, or that described the body
-# it replaces; the others (a provider's rate-limit headers, cookies) are kept.
-_REPLACED = frozenset({
-    b"content-type", b"content-length", b"content-encoding", b"transfer-encoding",
-    b"retry-after", b"x-error-code", b"x-error-level", b"x-error-event-id",
-})
 
 
 class _RewritingSend:
@@ -269,8 +258,10 @@ class _RewritingSend:
 
     async def _finish(self) -> None:
         assert self.start is not None
-        raw = self.start.get("headers", ())
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1")
+            for k, v in self.start.get("headers", ())
+        }
         body = b"".join(self.chunks)
         err = self.runtime.rewrite_response(self.start["status"], headers, body)
         if err is None:
@@ -281,12 +272,7 @@ class _RewritingSend:
             err, self.ctx, transport="http", method=self.scope.get("method"),
             route=self.scope.get("path"),
         )
-        replaced = _REPLACED | {self.runtime.config.trace_id_header.lower().encode("latin-1")}
-        kept = [(k.lower(), v) for k, v in raw if k.lower() not in replaced]
-        await answer(
-            self.runtime, failure, self.ctx, self.scope, self.receive, self.send,
-            extra_headers=kept,
-        )
+        await answer(self.runtime, failure, self.ctx, self.scope, self.receive, self.send)
 
 
 async def _send_response(

@@ -315,9 +315,10 @@ def _status_line(status: int) -> str:
 
 class _Rewriting:
     """Holds an error response until its body is complete, so that an un-coded error
-    (free text, or JSON without a code) can be replaced by a structured one; see
-    ``Runtime.rewrite_response``. Success responses and bodies over
-    ``rewrite_max_body_bytes`` pass through as they are."""
+    (free text, or JSON without a code) can be replaced by a structured one, raised to
+    the middleware as if the app had raised it; see ``Runtime.rewrite_response``.
+    Success responses and bodies over ``rewrite_max_body_bytes`` pass through as they
+    are."""
 
     def __init__(self, app: WSGIApplication, runtime: Runtime, ctx: ErrorContext) -> None:
         self.app, self.runtime, self.ctx = app, runtime, ctx
@@ -360,15 +361,8 @@ class _Rewriting:
             err = self.runtime.rewrite_response(_code(status), lowered, b"".join(chunks))
             if err is not None:
                 _close(inner)
-                self.runtime.record(
-                    err, self.ctx, transport="http", method=environ.get("REQUEST_METHOD"),
-                    route=environ.get("PATH_INFO"),
-                )
-                code, out_headers, body = self.runtime.http_error(err, self.ctx)
-                start_response(
-                    _status_line(code), [*out_headers, ("Content-Length", str(len(body)))]
-                )
-                return _content(environ, body)
+                # Answered like an error the app raised: recorded, fallback, problem+json.
+                raise err
         start_response(status, headers)
         return _Replay(chunks, it, inner)
 
