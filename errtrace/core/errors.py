@@ -244,6 +244,13 @@ class AppError(Exception):
         return self.error_code.kind
 
     @property
+    def unhandled(self) -> bool:
+        """True for an exception nothing mapped: a foreign one translated to ``INTERNAL``
+        (the case an app's own 500 page answers, in the framework adapters)."""
+        cause = self.__cause__
+        return self.code == "INTERNAL" and cause is not None and not isinstance(cause, AppError)
+
+    @property
     def cause(self) -> BaseException | None:
         """The exception this error was translated from, if any."""
         return self.__cause__

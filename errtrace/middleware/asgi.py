@@ -194,7 +194,7 @@ async def answer(
             await result(scope, receive, send)
             return
     err = failure.error
-    if responder is not None and exc is not None and err.code == "INTERNAL":
+    if responder is not None and exc is not None and err.unhandled:
         answered = await responder(exc, scope, receive, send)
         if answered:
             return

@@ -13,10 +13,10 @@ every response the context, this module:
 
 The app's own 500 page still wins for unhandled exceptions: when the app has a handler
 for ``500`` or ``InternalServerError`` (or a blueprint one, looked up as Flask does;
-registered before or after ``instrument()``), an exception that is not an
-:class:`~errtrace.AppError` and that errtrace would answer with status 500 is recorded
-once and then handed to that handler, wrapped in ``InternalServerError`` as plain Flask
-does (``errtrace.current().event_id`` names the event there). An ``AppError`` carries
+registered before or after ``instrument()``), an exception nothing maps to a code (one
+errtrace would answer as ``INTERNAL``) is recorded once and then handed to that
+handler, wrapped in ``InternalServerError`` as plain Flask does
+(``errtrace.current().event_id`` names the event there). An ``AppError`` carries
 its own code and status and keeps errtrace's problem+json, unless the app registered a
 handler for ``AppError`` (or a subclass) itself, which Flask then calls directly. A
 fallback registered for the code answers before the 500 page; a 500 handler that
@@ -148,13 +148,8 @@ def _problem_response(
             )
             if plain is not None:
                 response = Response(plain[2], status=plain[0], headers=plain[1])
-    if (
-        response is None
-        and server_error_page is not None
-        and isinstance(exc, Exception)
-        and not isinstance(exc, AppError)
-        and err.http_status == 500
-    ):
+    if response is None and server_error_page is not None and err.unhandled:
+        assert isinstance(exc, Exception)  # errtrace's handler receives Exceptions only
         response = server_error_page(exc)
     if response is None:
         status, headers, body = runtime.http_error(err, ctx)
