@@ -503,15 +503,17 @@ def _raise_deferred(response: httpx.Response) -> None:
         raise options.http_error(response)
 
 
-def _deferred_from_hook(exc: httpx.HTTPStatusError) -> AppError | None:
+def _from_hook(exc: httpx.HTTPStatusError) -> Exception:
     # A response event hook calling raise_for_status() (a common httpx idiom) raises
-    # before send returns: translate it into the error errtrace would have raised, so
-    # the remote code survives. Other hook errors, and status errors about responses
-    # errtrace did not mark, pass unchanged.
+    # before send returns: translate it into the error errtrace would have raised (the
+    # hook's status error, about the same copy, as its cause), so the remote code
+    # survives. Status errors about responses errtrace did not mark pass unchanged.
     options = exc.response.extensions.pop(_DEFERRED, None)
-    if isinstance(options, _Options):
-        return options.http_error(exc.response)
-    return None
+    if not isinstance(options, _Options):
+        return exc
+    err = options.http_error(exc.response)
+    err.__cause__ = exc
+    return err
 
 
 def _raising_send(send: Any, *, asynchronous: bool) -> Any:
@@ -522,10 +524,7 @@ def _raising_send(send: Any, *, asynchronous: bool) -> Any:
             try:
                 response: httpx.Response = await send(*args, **kwargs)
             except httpx.HTTPStatusError as exc:
-                err = _deferred_from_hook(exc)
-                if err is None:
-                    raise
-                raise err from exc  # the hook's own status error, about the same copy
+                raise _from_hook(exc)  # noqa: B904 - the cause is set there
             _raise_deferred(response)
             return response
 
@@ -536,10 +535,7 @@ def _raising_send(send: Any, *, asynchronous: bool) -> Any:
         try:
             response: httpx.Response = send(*args, **kwargs)
         except httpx.HTTPStatusError as exc:
-            err = _deferred_from_hook(exc)
-            if err is None:
-                raise
-            raise err from exc  # the hook's own status error, about the same copy
+            raise _from_hook(exc)  # noqa: B904 - the cause is set there
         _raise_deferred(response)
         return response
 
