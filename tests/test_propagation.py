@@ -7,9 +7,11 @@ import pytest
 from errtrace.core.context import FLAG_RANDOM, FLAG_SAMPLED
 from errtrace.core.propagation import (
     DEFAULT_SETTINGS,
+    PropagationSettings,
     dict_getter,
     dict_setter,
     extract,
+    extract_pairs,
     format_baggage,
     inject,
     parse_baggage,
@@ -359,3 +361,78 @@ def test_biz_code_survives_a_full_inbound_baggage() -> None:
     assert len(sent) == 64 and ("biz.code", "tenant-42", "") in sent
     assert ("k63", "v63", "") not in sent  # the one inbound member over the limit
     assert stats.snapshot().get("baggage_members_dropped") == 1
+
+
+# --- extract_pairs: ASGI's (name, value) byte pairs -------------------------------------
+
+
+def _pairs(*items: tuple[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in items]
+
+
+def test_pairs_with_unique_names_give_all_four_layers() -> None:
+    ctx = extract_pairs(
+        _pairs(
+            ("host", "api"),
+            ("traceparent", VALID),
+            ("tracestate", "congo=t61rcWkgMzE"),
+            ("baggage", "tenant=acme,note=a%20b"),
+            ("x-biz-code", " checkout.v2 "),
+        )
+    )
+    assert (ctx.trace_id, ctx.parent_span_id, ctx.remote) == (TRACE_ID, "1234567890123456", True)
+    assert ctx.tracestate == "congo=t61rcWkgMzE"
+    assert [(k, v) for k, v, _ in ctx.baggage] == [("tenant", "acme"), ("note", "a b")]
+    assert ctx.biz_code == "checkout.v2"
+
+
+def test_pairs_with_a_repeated_unrelated_name_still_continue_the_trace() -> None:
+    ctx = extract_pairs(
+        _pairs(("cookie", "a=1"), ("traceparent", VALID), ("cookie", "b=2"), ("x-biz-code", "b1"))
+    )
+    assert ctx.trace_id == TRACE_ID and ctx.remote
+    assert ctx.biz_code == "b1"
+
+
+def test_pairs_with_two_traceparents_start_a_new_trace_and_count_it() -> None:
+    ctx = extract_pairs(
+        _pairs(("traceparent", VALID), ("traceparent", VALID), ("tracestate", "a=1"))
+    )
+    assert ctx.trace_id != TRACE_ID and not ctx.remote
+    assert ctx.tracestate is None
+    assert stats.get("traceparent_invalid") == 1
+
+
+def test_pairs_with_repeated_baggage_and_tracestate_keep_every_value_in_order() -> None:
+    ctx = extract_pairs(
+        _pairs(
+            ("baggage", "a=1"),
+            ("traceparent", VALID),
+            ("tracestate", "x=1"),
+            ("baggage", "biz.code=from-baggage,b=2"),
+            ("tracestate", "y=2"),
+        )
+    )
+    assert [k for k, _, _ in ctx.baggage] == ["a", "biz.code", "b"]
+    assert ctx.tracestate == "x=1,y=2"
+    assert ctx.biz_code == "from-baggage"
+
+
+def test_pairs_from_any_iterable_and_empty_values() -> None:
+    ctx = extract_pairs(iter(_pairs(("traceparent", ""), ("x-biz-code", ""))))
+    assert not ctx.remote and ctx.biz_code is None
+    assert stats.get("traceparent_invalid") == 1
+    assert stats.get("biz_code_rejected") == 1
+
+
+def test_pairs_read_the_configured_business_header() -> None:
+    settings = PropagationSettings(biz_header="X-Tenant-Flow")
+    ctx = extract_pairs(_pairs(("x-tenant-flow", "flow-7"), ("x-biz-code", "other")), settings)
+    assert ctx.biz_code == "flow-7"
+
+
+def test_outgoing_spans_become_a_list_at_the_first_call_and_stop_at_32() -> None:
+    ctx = extract({"traceparent": VALID}, dict_getter)
+    assert list(ctx.outgoing_spans) == []
+    sent = [inject(ctx, {}, dict_setter) for _ in range(40)]
+    assert ctx.outgoing_spans == sent[:32]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -96,20 +97,16 @@ class Config:
 
     # -- derived -----------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def propagation(self) -> PropagationSettings:
-        """The settings extraction and injection use (cached)."""
-        cached = self.__dict__.get("_propagation")
-        if cached is None:
-            cached = PropagationSettings(
-                biz_header=self.biz_header.lower(),
-                biz_pattern=re.compile(self.biz_pattern),
-                baggage_biz_key=self.baggage_biz_key,
-                max_header_bytes=self.max_header_bytes,
-                sample_new_traces=self.sample_new_traces,
-            )
-            object.__setattr__(self, "_propagation", cached)
-        return cached
+        """The settings extraction and injection use (built once, then a plain attribute)."""
+        return PropagationSettings(
+            biz_header=self.biz_header.lower(),
+            biz_pattern=re.compile(self.biz_pattern),
+            baggage_biz_key=self.baggage_biz_key,
+            max_header_bytes=self.max_header_bytes,
+            sample_new_traces=self.sample_new_traces,
+        )
 
     def rewrites(self, path: str) -> bool:
         """Whether error responses on ``path`` are classified and rewritten."""

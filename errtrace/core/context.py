@@ -43,8 +43,9 @@ class ErrorContext:
     remote: bool = False
     """True when the trace was continued from a valid inbound ``traceparent``."""
     runtime: Runtime | None = field(default=None, repr=False)
-    outgoing_spans: list[str] = field(default_factory=list, repr=False)
-    """Span ids handed to outgoing calls from this hop (at most 32 kept)."""
+    outgoing_spans: Sequence[str] = field(default=(), repr=False)
+    """Span ids handed to outgoing calls from this hop (at most 32 kept): an empty tuple
+    until the first call, then a list."""
 
     @property
     def sampled(self) -> bool:

@@ -18,7 +18,7 @@ Formats and the rules followed:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import quote, unquote
@@ -94,6 +94,11 @@ class PropagationSettings:
         default_factory=dict, init=False, repr=False, compare=False
     )
     """Values already checked against ``biz_pattern`` (bounded; see validate_biz_code)."""
+    biz_header_bytes: bytes = field(init=False, repr=False, compare=False)
+    """``biz_header`` as latin-1 bytes, for :func:`extract_pairs`."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "biz_header_bytes", self.biz_header.lower().encode("latin-1"))
 
     @property
     def inbound_names(self) -> tuple[str, ...]:
@@ -107,7 +112,7 @@ DEFAULT_SETTINGS = PropagationSettings()
 
 _OWS = " \t"
 _TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-_TRACEPARENT_00_RE = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_TRACEPARENT_00_RE = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _FLAGS = {f"{flags:02x}": flags for flags in range(256)}
 _KEPT_FLAGS = FLAG_SAMPLED | FLAG_RANDOM
 _ZERO_TRACE = "0" * 32
@@ -142,9 +147,10 @@ def parse_traceparent(value: str) -> TraceParent | None:
 
 
 def _parse_traceparent(value: str) -> tuple[str, str, int] | None:
-    # The common case (version 00, exactly 55 characters) is one regex and one split.
-    if _TRACEPARENT_00_RE.fullmatch(value) is not None:
-        _, trace_id, parent_id, flags = value.split("-")
+    # The common case (version 00, exactly 55 characters) is one regex.
+    match = _TRACEPARENT_00_RE.fullmatch(value)
+    if match is not None:
+        trace_id, parent_id, flags = match.groups()
     else:
         if len(value) > 1024:
             return None
@@ -355,45 +361,103 @@ def extract_collected(
 ) -> ErrorContext:
     """:func:`extract` over ``{lower-case name: [values]}``, as adapters gather it in
     one pass over their headers (see :attr:`PropagationSettings.inbound_names`)."""
-    # This runs on every request: the common case (one valid traceparent, no
-    # tracestate or baggage) makes as few calls as it can.
     get = carrier.get
+    parents = get(TRACEPARENT)
+    biz = get(settings.biz_header)
+    return _extract(
+        parents[0] if parents else None,
+        parents is not None and len(parents) > 1,
+        get(TRACESTATE),
+        get(BAGGAGE),
+        biz[0] if biz else None,
+        settings,
+    )
+
+
+def extract_pairs(
+    headers: Iterable[tuple[bytes, bytes]], settings: PropagationSettings = DEFAULT_SETTINGS
+) -> ErrorContext:
+    """:func:`extract` over ``(lower-case name, latin-1 value)`` byte pairs, the form of
+    ASGI's ``scope["headers"]``.
+
+    When no name repeats (most requests) the pairs become a dict in one C call, and
+    only the values errtrace reads are decoded; otherwise every value of a repeated
+    name is kept, in order, as :func:`extract` wants.
+    """
+    if not isinstance(headers, (list, tuple)):
+        headers = list(headers)
+    unique: dict[bytes, bytes] = dict(headers)
+    if len(unique) != len(headers):
+        return extract_collected(_gather_pairs(headers, settings), settings)
+    get = unique.get
+    parent = get(b"traceparent")
+    state = get(b"tracestate")
+    baggage = get(b"baggage")
+    biz = get(settings.biz_header_bytes)
+    return _extract(
+        None if parent is None else parent.decode("latin-1"),
+        False,
+        None if state is None else [state.decode("latin-1")],
+        None if baggage is None else [baggage.decode("latin-1")],
+        None if biz is None else biz.decode("latin-1"),
+        settings,
+    )
+
+
+def _gather_pairs(
+    headers: Iterable[tuple[bytes, bytes]], settings: PropagationSettings
+) -> dict[str, list[str]]:
+    names = {name.encode("latin-1"): name for name in settings.inbound_names}
+    carrier: dict[str, list[str]] = {}
+    for name, value in headers:
+        key = names.get(name)
+        if key is not None:
+            carrier.setdefault(key, []).append(value.decode("latin-1"))
+    return carrier
+
+
+def _extract(
+    traceparent: str | None,
+    repeated: bool,
+    tracestate: Sequence[str] | None,
+    raw_baggage: Sequence[str] | None,
+    biz: str | None,
+    settings: PropagationSettings,
+) -> ErrorContext:
+    # This runs on every request: the common case (one valid traceparent, no
+    # tracestate or baggage) makes as few calls as it can. Two traceparent headers
+    # are ambiguous: a new trace starts.
     parent = None
-    values = get(TRACEPARENT)
-    if values:
-        if len(values) == 1:
-            parent = _parse_traceparent(values[0])
+    if traceparent is not None:
+        if not repeated:
+            parent = _parse_traceparent(traceparent)
         if parent is None:
             stats.incr("traceparent_invalid")
+    members: Sequence[tuple[str, str, str]] = ()
+    if raw_baggage:
+        members = parse_baggage(raw_baggage, settings.max_header_bytes)
+    if biz is not None:
+        biz = biz.strip(_OWS)
+        if not settings._biz_seen.get(biz):  # a value seen valid before skips the call
+            biz = validate_biz_code(biz, settings)
+    if biz is None and members:
+        for key, value, _ in members:
+            if key == settings.baggage_biz_key:
+                biz = validate_biz_code(value, settings)
+                break
     gen = _Generators.current
     if parent is not None:
         trace_id, parent_id, flags = parent
         # Level 2: unknown flag bits are not propagated; sampled and random are kept.
-        ctx = ErrorContext(trace_id, gen.span_id(), parent_id, flags & _KEPT_FLAGS)
-        ctx.remote = True
-        state = get(TRACESTATE)
-        if state:
-            ctx.tracestate = parse_tracestate(state, settings.max_header_bytes)
-    else:
-        flags = FLAG_RANDOM | (FLAG_SAMPLED if settings.sample_new_traces else 0)
-        ctx = ErrorContext(gen.trace_id(), gen.span_id(), None, flags)
-
-    raw_baggage = get(BAGGAGE)
-    if raw_baggage:
-        ctx.baggage = parse_baggage(raw_baggage, settings.max_header_bytes)
-    biz_values = get(settings.biz_header)
-    biz = None
-    if biz_values:
-        biz = biz_values[0].strip(_OWS)
-        if not settings._biz_seen.get(biz):  # a value seen valid before skips the call
-            biz = validate_biz_code(biz, settings)
-    if biz is None and raw_baggage:
-        for key, value, _ in ctx.baggage:
-            if key == settings.baggage_biz_key:
-                biz = validate_biz_code(value, settings)
-                break
-    ctx.biz_code = biz
-    return ctx
+        return ErrorContext(
+            trace_id, gen.span_id(), parent_id, flags & _KEPT_FLAGS,
+            parse_tracestate(tracestate, settings.max_header_bytes) if tracestate else None,
+            biz, None, None, members, True,
+        )
+    flags = FLAG_RANDOM | (FLAG_SAMPLED if settings.sample_new_traces else 0)
+    return ErrorContext(
+        gen.trace_id(), gen.span_id(), None, flags, None, biz, None, None, members, False
+    )
 
 
 def new_root_context(settings: PropagationSettings = DEFAULT_SETTINGS) -> ErrorContext:
@@ -418,6 +482,8 @@ def inject(
     child = span_id or ids().span_id()
     spans = ctx.outgoing_spans
     if len(spans) < 32:
+        if not isinstance(spans, list):  # the first outgoing call of this hop
+            ctx.outgoing_spans = spans = list(spans)
         spans.append(child)
     setter.set(carrier, TRACEPARENT, f"00-{ctx.trace_id}-{child}-{ctx.trace_flags & 0x03:02x}")
     if ctx.tracestate:

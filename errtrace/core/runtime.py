@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -47,6 +47,7 @@ from errtrace.core.propagation import (
     Setter,
     collect,
     extract_collected,
+    extract_pairs,
     inject,
     new_root_context,
 )
@@ -123,7 +124,14 @@ class Runtime:
     def start_collected(self, carrier: Mapping[str, Sequence[str]]) -> ErrorContext:
         """:meth:`start` over ``{lower-case name: [values]}`` gathered by an adapter in
         one pass over its headers (names: ``config.propagation.inbound_names``)."""
-        ctx = extract_collected(carrier, self.config.propagation)
+        return self._started(extract_collected(carrier, self.config.propagation))
+
+    def start_pairs(self, headers: Iterable[tuple[bytes, bytes]]) -> ErrorContext:
+        """:meth:`start` over ``(lower-case name, latin-1 value)`` byte pairs (ASGI's
+        ``scope["headers"]``)."""
+        return self._started(extract_pairs(headers, self.config.propagation))
+
+    def _started(self, ctx: ErrorContext) -> ErrorContext:
         ctx.runtime = self
         source = self.span_source
         if source is not None:

@@ -70,9 +70,6 @@ class ErrtraceMiddleware:
         self.runtime = runtime = resolve_runtime(runtime, config, options)
         self.responder = responder
         self._trace_header = runtime.config.trace_id_header.lower().encode("latin-1")
-        self._inbound = {
-            name.encode("latin-1"): name for name in runtime.config.propagation.inbound_names
-        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,18 +79,7 @@ class ErrtraceMiddleware:
         ctx: ErrorContext | None = scope.get(SCOPE_KEY)
         token = None
         if ctx is None:
-            # One pass over the request headers for the few that carry the context.
-            inbound = self._inbound
-            carrier: dict[str, list[str]] = {}
-            for name, value in scope["headers"]:
-                if name in inbound:
-                    key = inbound[name]
-                    values = carrier.get(key)
-                    if values is None:
-                        carrier[key] = [value.decode("latin-1")]
-                    else:
-                        values.append(value.decode("latin-1"))
-            scope[SCOPE_KEY] = ctx = runtime.start_collected(carrier)
+            scope[SCOPE_KEY] = ctx = runtime.start_pairs(scope["headers"])
             token = bind(ctx)
         trace_name = self._trace_header
         trace_header = (trace_name, ctx.trace_id.encode())
