@@ -106,6 +106,7 @@ def test_status_defaults_come_from_level() -> None:
         ({"id": "OK_ID", "level": 3, "http_status": 200}, "http_status"),
         ({"id": "OK_ID", "level": 3, "grpc_status": "NOPE"}, "grpc_status"),
         ({"id": "OK_ID", "level": 3, "retryable": "yes"}, "retryable"),
+        ({"id": "OK_ID", "level": 3, "fallback": 3}, r"^OK_ID\.fallback: 3 is not an action"),
     ],
 )
 def test_invalid_definitions_name_the_field(fields: dict[str, object], message: str) -> None:
@@ -160,6 +161,57 @@ def test_bad_yaml_fails_naming_file_and_field(tmp_path: Path, text: str, expecte
         reg.load_yaml(path)
     assert str(path) in str(info.value)
     assert len(reg) == len(BUILTIN_CODES)  # all or nothing
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("3", "3"),
+        ("[fallback_model, retry]", "['fallback_model', 'retry']"),
+        ('""', "''"),
+        ("true", "True"),
+        ("Fallback-Model", "'Fallback-Model'"),
+        ('"retry\\n"', "'retry\\n'"),
+    ],
+)
+def test_a_bad_fallback_names_the_file_the_code_and_the_field(
+    tmp_path: Path, value: str, shown: str
+) -> None:
+    reg = CodeRegistry(list(BUILTIN_CODES))
+    path = write(tmp_path, f"""
+codes:
+  - id: PAYMENT_DECLINED
+    level: 3
+    fallback: retry
+  - id: MODEL_GONE
+    level: 1
+    fallback: {value}
+""")
+    with pytest.raises(CodeDefinitionError) as info:
+        reg.load_yaml(path)
+    assert str(info.value).startswith(f"{path}: codes[1].fallback: {shown} is not an action name")
+    assert len(reg) == len(BUILTIN_CODES)  # all or nothing
+
+
+def test_fallback_action_names_load(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+codes:
+  - {id: MODEL_GONE, level: 1, fallback: fallback_model}
+  - {id: NO_FALLBACK, level: 3, fallback: null}
+""")
+    loaded = CodeRegistry().load_yaml(path)
+    assert [(c.id, c.fallback) for c in loaded] == [
+        ("MODEL_GONE", "fallback_model"), ("NO_FALLBACK", None),
+    ]
+
+
+def test_extra_must_be_a_mapping() -> None:
+    with pytest.raises(CodeDefinitionError, match=r"^extra: \['team'\] is not a mapping$"):
+        ErrorCode("MY_CODE", 3, extra=["team"])  # type: ignore[arg-type]
+    code = ErrorCode("MY_CODE", 3, extra={"team": "payments"})
+    with pytest.raises(CodeDefinitionError, match=r"^extra: 'payments' is not a mapping$"):
+        code.with_overrides(extra="payments")
+    assert code.extra == {"team": "payments"}
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

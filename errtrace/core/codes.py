@@ -18,6 +18,7 @@ from errtrace.core.levels import Level
 from errtrace.core.status import GRPC_CODES, http_to_grpc
 
 CODE_ID_RE = re.compile(r"[A-Z][A-Z0-9_]{0,62}\Z")  # \Z: "$" would accept a final newline
+_ACTION_RE = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")  # a fallback action name: fallback_model
 DEFAULT_DOMAIN = "errtrace.dev"
 
 
@@ -31,6 +32,10 @@ class ErrorCode:
 
     ``http_status``/``grpc_status`` default from the level when left ``None`` for a
     failing level (0-3); levels 4-6 never fail a request and have no status.
+    ``fallback`` names the default fallback action (lower_snake_case of at most 64
+    characters, such as ``fallback_model``) or is ``None``; ``extra`` is a mapping.
+    An invalid field raises :class:`CodeDefinitionError` whose message starts with the
+    field's name.
     """
 
     id: str
@@ -84,6 +89,15 @@ class ErrorCode:
         for name in ("hint", "title", "domain"):
             if not isinstance(getattr(self, name), str):
                 raise CodeDefinitionError(f"{name}: must be a string")
+        if self.fallback is not None and (
+            not isinstance(self.fallback, str) or not _ACTION_RE.match(self.fallback)
+        ):
+            raise CodeDefinitionError(
+                f"fallback: {self.fallback!r} is not an action name "
+                "(lower_snake_case of at most 64 characters, such as fallback_model)"
+            )
+        if not isinstance(self.extra, Mapping):
+            raise CodeDefinitionError(f"extra: {self.extra!r} is not a mapping")
         if not self.title:
             object.__setattr__(self, "title", _title(self.id))
 

@@ -130,16 +130,35 @@ class Config:
         env: Mapping[str, str] | None = None,
         **options: Any,
     ) -> Config:
-        """Merge defaults, a YAML file, ``ERRTRACE_*`` variables and keyword options."""
+        """Merge defaults, a YAML file, ``ERRTRACE_*`` variables and keyword options.
+
+        A bad value raises :class:`ConfigError` naming the option and where its value
+        came from, e.g. ``max_header_bytes: 'abc' must be a positive integer (from
+        errtrace.yaml)`` or ``(from environment variable ERRTRACE_MAX_HEADER_BYTES)``.
+        """
         environ = os.environ if env is None else env
         merged: dict[str, Any] = {}
+        source: dict[str, str] = {}  # option -> where its value came from; the last one wins
         file = config_file or environ.get(ENV_PREFIX + "CONFIG_FILE")
         if file:
-            merged.update(cls._from_file(Path(file)))
-        merged.update(cls._from_env(environ))
+            path = Path(file)
+            from_file = cls._from_file(path)
+            merged.update(from_file)
+            source.update(dict.fromkeys(from_file, str(path)))
+        from_env, variables = cls._from_env(environ)
+        merged.update(from_env)
+        source.update({name: f"environment variable {var}" for name, var in variables.items()})
         cls._check_keys(options, "keyword argument")
         merged.update(options)
-        return cls(**merged)
+        source.update(dict.fromkeys(options, "keyword argument"))
+        try:
+            return cls(**merged)
+        except ConfigError as exc:
+            # Every __post_init__ message starts with "<option>:".
+            name = str(exc).split(":", 1)[0]
+            if name not in source:
+                raise
+            raise ConfigError(f"{exc} (from {source[name]})") from None
 
     @classmethod
     def _check_keys(cls, data: Mapping[str, Any], what: str) -> None:
@@ -166,8 +185,10 @@ class Config:
         return dict(section)
 
     @classmethod
-    def _from_env(cls, environ: Mapping[str, str]) -> dict[str, Any]:
+    def _from_env(cls, environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+        """The options set by ``ERRTRACE_*`` variables, and the variable each came from."""
         out: dict[str, Any] = {}
+        variables: dict[str, str] = {}
         types = {f.name: f.type for f in dataclasses.fields(cls)}
         for key, raw in environ.items():
             if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG_FILE":
@@ -178,7 +199,8 @@ class Config:
                 extra = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
                 raise ConfigError(f"unknown environment variable {key}{extra}")
             out[name] = _parse_env(key, raw, str(types[name]))
-        return out
+            variables[name] = key
+        return out, variables
 
 
 def _parse_env(key: str, raw: str, type_name: str) -> Any:
