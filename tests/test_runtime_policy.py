@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -196,10 +197,15 @@ def test_event_id_layout_and_monotonic_across_rollover_and_clock_steps(
     # Same millisecond: the random part is incremented.
     second = gen.new()
     assert _decode_crockford(second) == _decode_crockford(first) + 1
+    # The increment carries past the last two digits: the digits before them change too.
+    gen._last_rand = (12345 << 10) | 1023
+    carried = gen.new()
+    assert _decode_crockford(carried) == (1_700_000_000_123 << 80) | (12346 << 10)
+    assert [_decode_crockford(gen.new()) & 1023 for _ in range(2)] == [1, 2]
     # The random part wraps: the id moves to the next millisecond and stays ordered.
     gen._last_rand = (1 << 80) - 1
     wrapped = gen.new()
-    assert wrapped > second
+    assert wrapped > carried
     assert _decode_crockford(wrapped) == (1_700_000_000_124 << 80)
     # The clock steps back: ids keep increasing.
     clock[0] -= 5_000_000_000
@@ -209,6 +215,58 @@ def test_event_id_layout_and_monotonic_across_rollover_and_clock_steps(
     clock[0] += 10_000_000_000
     later = gen.new()
     assert later > stepped[-1] and _decode_crockford(later) >> 80 == 1_700_000_005_123
+
+
+def test_recorded_event_carries_every_field_of_the_error_and_its_context() -> None:
+    runtime = Runtime(Config(service_name="svc-a"))
+    ctx = ErrorContext(
+        "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "1111111111111111",
+        biz_code="biz-1", outgoing_spans=["2222222222222222"],
+    )
+    remote = RemoteError(
+        code="LLM_RATE_LIMITED", event_id="01REMOTEEVENT", span_id="3333333333333333",
+        service="svc-b",
+    )
+    err = errtrace.AppError(
+        "LLM_RATE_LIMITED", "slow down", remote=remote,
+        details={"retry_after": 3, "_provider_text": "Rate limit reached"},
+        cause=KeyError("k"),
+    )
+    event = runtime.record(
+        err, ctx, transport="grpc", method="/svc/Call", route="/r", response_started=True
+    )
+    assert event.as_dict() == {
+        "event_id": err.event_id,
+        "timestamp": event.timestamp,
+        "code": "LLM_RATE_LIMITED",
+        "level": 2,
+        "title": err.error_code.title,
+        "message": "slow down",
+        "http_status": 429,
+        "grpc_status": "RESOURCE_EXHAUSTED",
+        "retryable": True,
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "span_id": "00f067aa0ba902b7",
+        "parent_span_id": "1111111111111111",
+        "biz_code": "biz-1",
+        "service": "svc-a",
+        "transport": "grpc",
+        "method": "/svc/Call",
+        "route": "/r",
+        "exception_type": "KeyError",
+        "details": {"retry_after": 3},
+        "caused_by": [
+            {"code": "LLM_RATE_LIMITED", "event_id": "01REMOTEEVENT",
+             "span_id": "3333333333333333", "service": "svc-b"}
+        ],
+        "outgoing_spans": ["2222222222222222"],
+        "response_started": True,
+        "fallback": None,
+        "private_exception": "KeyError: 'k'",
+        "private_provider_text": "Rate limit reached",
+    }
+    assert abs(event.timestamp - time.time()) < 60
+    assert (ctx.err_code, ctx.event_id) == ("LLM_RATE_LIMITED", err.event_id)
 
 
 # --- config ------------------------------------------------------------------------------

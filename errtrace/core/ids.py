@@ -69,6 +69,7 @@ class _EventIds:
         self._last_ms = -1
         self._last_rand = 0
         self._prefix = ""
+        self._high = ""
 
     def new(self) -> str:
         with self._lock:
@@ -79,15 +80,20 @@ class _EventIds:
                 # The 48-bit time is the first 10 digits (50 bits, top 2 zero): encoded
                 # once per millisecond, not once per id.
                 self._prefix = prefix = _encode(now_ms, 5)
+                self._high = high = _encode(rand >> 10, 7)
             else:
                 # Same (or an earlier, after a clock step) millisecond: stay monotonic.
+                # Only the last two digits change, unless the increment carries.
                 rand = (self._last_rand + 1) & _RAND_MASK
                 prefix = self._prefix
                 if rand == 0:
                     self._last_ms += 1
                     self._prefix = prefix = _encode(self._last_ms, 5)
+                if not rand & 1023:
+                    self._high = _encode(rand >> 10, 7)
+                high = self._high
             self._last_rand = rand
-        return prefix + _encode_80(rand)
+        return prefix + high + _PAIRS[rand & 1023]
 
 
 def _encode(value: int, pairs: int) -> str:
@@ -98,16 +104,6 @@ def _encode(value: int, pairs: int) -> str:
         shift -= 10
         out += _PAIRS[(value >> shift) & 1023]
     return out
-
-
-def _encode_80(value: int) -> str:
-    """The 16 digits of an 80-bit value, unrolled (this runs once per recorded error)."""
-    p = _PAIRS
-    return (
-        p[value >> 70] + p[(value >> 60) & 1023] + p[(value >> 50) & 1023]
-        + p[(value >> 40) & 1023] + p[(value >> 30) & 1023] + p[(value >> 20) & 1023]
-        + p[(value >> 10) & 1023] + p[value & 1023]
-    )
 
 
 _RAND_MASK = (1 << 80) - 1

@@ -258,31 +258,34 @@ class Runtime:
         fails = code.level <= Level.MODERATE
         cause = err.__cause__
         details = err.details
+        # Positional: with 25 fields, keyword arguments cost more than the rest of this
+        # method (the order is ErrorEvent's; a test checks every field).
         event = ErrorEvent(
-            event_id=event_id,
-            timestamp=time.time(),
-            code=code_id,
-            level=int(code.level),
-            title=code.title,
-            message=err.message,
-            http_status=err.http_status if fails else None,
-            grpc_status=err.grpc_status if fails else None,
-            retryable=code.retryable,
-            trace_id=trace_id,
-            span_id=span_id,
-            parent_span_id=parent_span_id,
-            biz_code=biz_code,
-            service=self.config.service_name,
-            transport=transport,
-            method=method,
-            route=route,
-            exception_type=_qualname(cause) if cause is not None else None,
-            details=client_details(err) if details else {},
-            caused_by=caused_by(err) if err.remote is not None else [],
-            outgoing_spans=outgoing,
-            response_started=response_started,
-            private_exception=_describe(cause) if cause is not None else None,
-            private_provider_text=_text(details.get("_provider_text")) if details else None,
+            event_id,
+            time.time(),
+            code_id,
+            int(code.level),
+            code.title,
+            err.message,
+            err.http_status if fails else None,
+            err.grpc_status if fails else None,
+            code.retryable,
+            trace_id,
+            span_id,
+            parent_span_id,
+            biz_code,
+            self.config.service_name,
+            transport,
+            method,
+            route,
+            _qualname(cause) if cause is not None else None,  # exception_type
+            client_details(err) if details else {},
+            caused_by(err) if err.remote is not None else [],
+            outgoing,
+            response_started,
+            None,  # fallback: set by _fail
+            _describe(cause) if cause is not None else None,  # private_exception
+            _text(details.get("_provider_text")) if details else None,  # private_provider_text
         )
         actions = self.policy.actions_for(code)
         self.events.add(event)
