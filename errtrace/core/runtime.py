@@ -163,8 +163,8 @@ class Runtime:
         """Translate ``exc``, record it, and run the code's fallback if it has one.
 
         A fallback defined with ``async def`` counts as failed here (its coroutine is
-        closed and the error logged); the ASGI middleware calls :meth:`fail_async`,
-        which awaits it.
+        closed and the error logged); the ASGI middleware and the grpc.aio interceptor
+        (for async handlers) call :meth:`fail_async`, which awaits it.
         """
         failure = self._fail(exc, ctx, transport, method, route, response_started)
         result = failure.fallback_result
@@ -173,8 +173,9 @@ class Runtime:
                 result.close()
             stats.incr("hook_failures")
             log.error(
-                "errtrace: the fallback for %s is a coroutine function; only ASGI apps "
-                "await it (define it with def for this server)", failure.error.code,
+                "errtrace: the fallback for %s is a coroutine function; only ASGI apps and "
+                "async grpc.aio handlers await it (define it with def for this handler)",
+                failure.error.code,
             )
             failure.fallback_result = NO_RESULT
             failure.event.fallback = "failed"

@@ -8,6 +8,11 @@ then treats it exactly as it treats an uninstrumented sync handler, running it i
 ``migration_thread_pool`` (or the loop's default executor when none was given) with a
 sync servicer context and a sync request iterator.
 
+A fallback defined with ``async def`` answers the failures of async handlers: they run
+on the loop, so ``runtime.fail_async`` awaits it. A plain-function handler runs in a
+worker thread with no loop to await it in; there, as on the sync server,
+``runtime.fail`` counts it as failed.
+
 Handlers see the servicer context through a thin wrapper that forwards everything. It
 adds ``x-trace-id`` to the trailers of the handler's own ``abort`` (the aio server sends
 the status inside ``abort``, so it cannot be added afterwards, as the sync server does),
@@ -26,6 +31,7 @@ import grpc
 import grpc.aio
 
 from errtrace.core.context import ErrorContext, bind, current, reset
+from errtrace.core.runtime import Failure
 from errtrace.grpc_interceptors._metadata import merged
 from errtrace.grpc_interceptors._server import Behavior, ServerBase
 from errtrace.grpc_interceptors._status import Status
@@ -169,11 +175,22 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
         """Record ``exc`` and abort with its status; or return the fallback's message."""
         if isinstance(exc, grpc.aio.AbortError):
             raise exc  # the handler's own abort: its status was sent already
-        failure, status = self._fail(exc, ctx, context, method, started)
+        failure, status = await self._fail_async(exc, ctx, context, method, started)
         if failure.has_fallback:
             self._add_trace_id(context, ctx)
             return failure.fallback_result
         await context.abort(status.code, status.details, status.trailing_metadata)
+
+    async def _fail_async(
+        self, exc: BaseException, ctx: ErrorContext, context: Any, method: str, started: bool
+    ) -> tuple[Failure, Status]:
+        """:meth:`~._server.ServerBase._fail` for handlers that run on the loop: a fallback
+        defined with ``async def`` is awaited (one that raises is logged and counted, and
+        the error's status answers)."""
+        failure = await self.runtime.fail_async(
+            exc, ctx, transport="grpc", method=method, response_started=started
+        )
+        return failure, self._status_for(failure, ctx, context)
 
     # -- plain functions: the sync lifecycle, run by grpc in its thread pool ---------------
 

@@ -140,19 +140,31 @@ class ServerBase:
         method: str,
         started: bool,
     ) -> tuple[Failure, Status]:
-        """Record ``exc`` and build the status that answers it."""
+        """Record ``exc`` and build the status that answers it.
+
+        For plain-function handlers, which run in grpc's thread pool: there is no loop to
+        await an ``async def`` fallback in, so ``runtime.fail`` counts it as failed. The
+        aio server's async handlers await it with ``runtime.fail_async`` instead, then
+        build their status with :meth:`_status_for` too (see :mod:`._aio_server`).
+        """
+        failure = self.runtime.fail(
+            exc, ctx, transport="grpc", method=method, response_started=started
+        )
+        return failure, self._status_for(failure, ctx, context)
+
+    def _status_for(self, failure: Failure, ctx: ErrorContext, context: Any) -> Status:
+        """The status that answers a recorded ``failure``; a level 0 exit is scheduled
+        for after the status went out."""
         runtime = self.runtime
-        failure = runtime.fail(exc, ctx, transport="grpc", method=method, response_started=started)
-        if runtime.needs_after_response(failure):  # a level 0 exit, after the status went out
+        if runtime.needs_after_response(failure):
             _when_done(context, lambda: runtime.after_response(failure))
-        status = error_status(
+        return error_status(
             failure.error,
             ctx,
             runtime.config,
             code=_handler_code(context),
             existing=context.trailing_metadata(),
         )
-        return failure, status
 
     # -- the sync lifecycle: grpc.server, and plain-function handlers on grpc.aio.server --
 
