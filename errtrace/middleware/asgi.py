@@ -41,19 +41,6 @@ SCOPE_KEY = "errtrace.context"
 """The scope entry holding the request's context, for errtrace middlewares below."""
 
 
-class ASGIHeaderGetter:
-    """Getter over ASGI ``scope["headers"]`` (lower-case byte names, latin-1 values)."""
-
-    def get(self, carrier: Sequence[tuple[bytes, bytes]], key: str) -> list[str] | None:
-        """All values of header ``key``."""
-        name = key.encode("latin-1")
-        found = [v.decode("latin-1") for k, v in carrier if k == name]
-        return found or None
-
-
-asgi_getter = ASGIHeaderGetter()
-
-
 class ErrtraceMiddleware:
     """Pure ASGI middleware; ``errtrace.instrument(app)`` installs it for you."""
 

@@ -44,7 +44,6 @@ from errtrace.middleware.asgi import (
     Responder,
     Scope,
     Send,
-    asgi_getter,
 )
 
 log = logging.getLogger("errtrace")
@@ -55,7 +54,7 @@ _MAX_FIELD_ERRORS = 100
 async def _problem_response(runtime: Runtime, request: Request, err: AppError) -> Response:
     ctx = current()
     if ctx is None:  # reached outside errtrace's middleware (a middleware added later)
-        ctx = runtime.start(request.scope["headers"], asgi_getter)
+        ctx = runtime.start_pairs(request.scope["headers"])
     scope = request.scope
     failure = await runtime.fail_async(
         err, ctx, transport="http", method=scope.get("method"), route=scope.get("path"),
