@@ -215,3 +215,59 @@ async def test_instrument_wraps_a_plain_asgi_callable() -> None:
     async with client(app) as c:
         r = await c.get("/app-error")
     assert r.json()["code"] == "AI_GPU_OUT_OF_MEMORY"
+
+
+
+async def _file_response_app(scope: Scope, receive: Receive, send: Send) -> None:
+    # Starlette's FileResponse ends with "http.response.pathsend" when the server offers
+    # that extension, then runs its background task, which fails here.
+    from starlette.background import BackgroundTask
+    from starlette.responses import FileResponse
+
+    def failing_task() -> None:
+        raise RuntimeError("cleanup failed")
+
+    response = FileResponse(scope["file"], background=BackgroundTask(failing_task))
+    await response(scope, receive, send)
+
+
+async def _zerocopy_app(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    with open(scope["file"], "rb") as file:
+        await send({"type": "http.response.zerocopysend", "file": file.fileno()})
+    raise RuntimeError("cleanup failed")
+
+
+@pytest.mark.parametrize(
+    ("extension", "app"),
+    [("http.response.pathsend", _file_response_app),
+     ("http.response.zerocopysend", _zerocopy_app)],
+)
+async def test_a_response_ended_by_a_server_extension_gets_nothing_after_it(
+    tmp_path: Any, extension: str, app: Any
+) -> None:
+    # An error after a response that a server extension ended is recorded, and nothing
+    # is sent after that end (a server refuses it: "sent after response completed").
+    path = tmp_path / "report.txt"
+    path.write_bytes(b"quarterly numbers")
+    sent: list[dict[str, Any]] = []
+
+    async def server_send(message: Any) -> None:
+        if sent and sent[-1]["type"] != "http.response.start" and sent[-1]["ended"]:
+            raise RuntimeError(f"{message['type']} sent after the response ended")
+        ends = message["type"] == "http.response.pathsend" or not message.get("more_body")
+        sent.append({**message, "ended": ends})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {
+        "type": "http", "method": "GET", "path": "/report", "headers": [],
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "extensions": {extension: {}}, "file": str(path),
+    }
+    with errtrace.testing.capture_events() as events:
+        await ErrtraceMiddleware(app)(scope, receive, server_send)  # does not raise
+    assert [m["type"] for m in sent] == ["http.response.start", extension]
+    assert b"x-trace-id" in dict(sent[0]["headers"])
+    assert [(e.code, e.response_started) for e in events] == [("INTERNAL", True)]

@@ -5,7 +5,9 @@ breaks contextvars), adds ``X-Trace-ID`` on ``http.response.start``, and turns a
 exception escaping the app into a problem+json response when nothing was sent yet. After
 the response started it records the error and ends the body cleanly; a
 ``text/event-stream`` response first gets a final ``event: error`` carrying the problem
-document. Lifespan and websocket scopes pass through untouched.
+document; a response already ended (by its last body message, or by the server
+extensions ``http.response.pathsend`` and ``zerocopysend``) gets nothing more.
+Lifespan and websocket scopes pass through untouched.
 
 An event stream's closing message is held until the app returns, so that an error raised
 after it (Starlette's HTTP middleware base class, between errtrace and the route, sends
@@ -96,6 +98,10 @@ class ErrtraceMiddleware:
                     message = {**message, "more_body": True}
                 else:
                     finished = True
+            elif kind == "http.response.pathsend" or (
+                kind == "http.response.zerocopysend" and not message.get("more_body", False)
+            ):  # the server extensions that also end a response
+                finished = True
             await send(message)
 
         failure: Failure | None = None
