@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -143,12 +144,13 @@ codes:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("codes:\n  - id: A_CODE\n    level: 12\n", r"codes\[0\]\.level"),
-        ("codes:\n  - id: A_CODE\n    level: 3\n    colour: red\n", r"codes\[0\]: unknown field"),
+        ("codes:\n  - id: A_CODE\n    level: 12\n", r"codes\[0\] \(A_CODE\)\.level: 12 is not"),
+        ("codes:\n  - id: A_CODE\n    level: 3\n    colour: red\n",
+         r"codes\[0\] \(A_CODE\): unknown field\(s\) 'colour';"),
         ("codes:\n  - id: A_CODE\n    level: 3\n  - id: A_CODE\n    level: 3\n",
-         r"codes\[1\]\.id: A_CODE is defined twice"),
+         r"codes\[1\] \(A_CODE\)\.id: A_CODE is defined twice in the file, first at codes\[0\]$"),
         ("codes:\n  - id: INTERNAL\n    level: 3\n",
-         r"codes\[0\]\.id: INTERNAL is already registered"),
+         r"codes\[0\] \(INTERNAL\)\.id: INTERNAL is already registered"),
         ("codes:\n  - level: 3\n", r"codes\[0\]\.id: missing"),
         ("codes: {}\n", "'codes' must be a list"),
         ("codes:\n  - id: [unclosed\n", r"codes\.yaml:\d+: invalid YAML"),
@@ -189,7 +191,9 @@ codes:
 """)
     with pytest.raises(CodeDefinitionError) as info:
         reg.load_yaml(path)
-    assert str(info.value).startswith(f"{path}: codes[1].fallback: {shown} is not an action name")
+    assert str(info.value).startswith(
+        f"{path}: codes[1] (MODEL_GONE).fallback: {shown} is not an action name"
+    )
     assert len(reg) == len(BUILTIN_CODES)  # all or nothing
 
 
@@ -298,3 +302,150 @@ def test_app_errors_survive_pickling_and_copying() -> None:
     assert list(inspect.signature(errtrace.AppError).parameters)[:3] == [
         "code", "message", "details",
     ]
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ("level: 12", "level"),
+        ("http_status: 200", "http_status"),
+        ("grpc_status: NOPE", "grpc_status"),
+        ("retryable: maybe", "retryable"),
+        ("hint: [a, b]", "hint"),
+        ("domain: ''", "domain"),
+        ("fallback: Fallback-Model", "fallback"),
+        ("override: maybe", "override"),
+    ],
+)
+def test_a_bad_field_names_the_file_the_entry_position_its_id_and_the_field(
+    tmp_path: Path, line: str, field: str
+) -> None:
+    level = "" if field == "level" else "level: 1"
+    path = write(tmp_path, f"""
+codes:
+  - {{id: PAYMENT_DECLINED, level: 3}}
+  - id: MODEL_GONE
+    {level}
+    {line}
+""")
+    with pytest.raises(CodeDefinitionError) as info:
+        CodeRegistry().load_yaml(path)
+    assert str(info.value).startswith(f"{path}: codes[1] (MODEL_GONE).{field}: ")
+
+
+@pytest.mark.parametrize(
+    ("id_line", "wanted"),
+    [
+        ("", "codes[1].id: missing"),
+        ("id: 5", "codes[1].id: 5 is not UPPER_SNAKE_CASE"),
+        ("id: [A_CODE]", "codes[1].id: ['A_CODE'] is not UPPER_SNAKE_CASE"),
+        ("id: model gone", "codes[1].id: 'model gone' is not UPPER_SNAKE_CASE"),
+        ('id: "MODEL_GONE\\nFAKE"', "codes[1].id: 'MODEL_GONE\\nFAKE' is not UPPER_SNAKE_CASE"),
+    ],
+)
+def test_an_entry_without_a_valid_id_is_named_by_position_only(
+    tmp_path: Path, id_line: str, wanted: str
+) -> None:
+    path = write(tmp_path, f"codes:\n  - {{id: PAYMENT_DECLINED, level: 3}}\n  - level: 1\n"
+                           f"    {id_line}\n")
+    with pytest.raises(CodeDefinitionError) as info:
+        CodeRegistry().load_yaml(path)
+    assert str(info.value).startswith(f"{path}: {wanted}")
+    assert "\n" not in str(info.value)
+
+
+def test_an_id_defined_twice_names_both_positions(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+codes:
+  - {id: MODEL_GONE, level: 1}
+  - {id: PAYMENT_DECLINED, level: 3}
+  - {id: MODEL_GONE, level: 2}
+""")
+    with pytest.raises(CodeDefinitionError) as info:
+        CodeRegistry().load_yaml(path)
+    assert str(info.value) == (
+        f"{path}: codes[2] (MODEL_GONE).id: MODEL_GONE is defined twice in the file, "
+        "first at codes[0]"
+    )
+
+
+@pytest.mark.parametrize("domain", ["", "   ", "\t\n"])
+def test_an_empty_domain_is_refused_in_python_and_in_yaml(tmp_path: Path, domain: str) -> None:
+    wanted = r"^domain: must be a non-empty string"
+    with pytest.raises(CodeDefinitionError, match=wanted):
+        ErrorCode("MY_CODE", 3, domain=domain)
+    with pytest.raises(CodeDefinitionError, match=wanted):
+        ErrorCode("MY_CODE", 3).with_overrides(domain=domain)
+    reg = CodeRegistry()
+    with pytest.raises(CodeDefinitionError, match=r"^MY_CODE\.domain: must be a non-empty"):
+        reg.define("MY_CODE", 3, domain=domain)
+    path = write(tmp_path, f"codes:\n  - {{id: MY_CODE, level: 3, domain: {json.dumps(domain)}}}\n")
+    with pytest.raises(CodeDefinitionError) as info:
+        reg.load_yaml(path)
+    assert str(info.value).startswith(
+        f"{path}: codes[0] (MY_CODE).domain: must be a non-empty string"
+    )
+    assert len(reg) == 0
+    assert reg.define("MY_CODE", 3, domain="payments.example.com").domain == (
+        "payments.example.com"
+    )
+
+
+@pytest.mark.parametrize("field", ["fallback", "grpc_status", "level", "id", "retryable"])
+def test_a_huge_bad_value_is_shown_cut_short(tmp_path: Path, field: str) -> None:
+    huge = "x" * 200_000
+    fields = {"id": "MODEL_GONE", "level": 1, field: huge}
+    path = write(tmp_path, "codes:\n  - " + json.dumps(fields) + "\n")
+    with pytest.raises(CodeDefinitionError) as info:
+        CodeRegistry().load_yaml(path)
+    message = str(info.value)
+    assert len(message) < 1000
+    where = "codes[0]" if field == "id" else "codes[0] (MODEL_GONE)"
+    assert message.startswith(f"{path}: {where}.{field}: 'xxxxxxxxxx")
+    assert "xxx... (200000 characters)" in message  # cut, and the whole length given
+
+
+def test_a_bad_value_built_from_yaml_aliases_is_shown_cut_short(tmp_path: Path) -> None:
+    # Each list repeats the one before ten times: the last holds two million strings.
+    lists = ["&a0 [lol, lol]"]
+    lists += [f"&a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 7)]
+    fallback = f"[{', '.join(lists)}]"
+    path = write(tmp_path, f"codes:\n  - {{id: MODEL_GONE, level: 1, fallback: {fallback}}}\n")
+    with pytest.raises(CodeDefinitionError) as info:
+        CodeRegistry().load_yaml(path)
+    assert str(info.value).startswith(f"{path}: codes[0] (MODEL_GONE).fallback: [[")
+    assert len(str(info.value)) < 400
+
+
+def test_a_newline_in_a_bad_key_or_value_cannot_split_the_message(tmp_path: Path) -> None:
+    path = write(tmp_path, 'codes:\n  - {id: MODEL_GONE, level: 1, "colour\\nERROR fake": red}\n')
+    with pytest.raises(CodeDefinitionError) as info:
+        CodeRegistry().load_yaml(path)
+    assert str(info.value).startswith(
+        f"{path}: codes[0] (MODEL_GONE): unknown field(s) 'colour\\nERROR fake'; allowed: "
+    )
+    path = write(tmp_path, 'codes:\n  - {id: MODEL_GONE, level: 1, fallback: "a\\r\\nb\\u2028c"}\n')
+    with pytest.raises(CodeDefinitionError) as info:
+        CodeRegistry().load_yaml(path)
+    assert str(info.value).startswith(
+        f"{path}: codes[0] (MODEL_GONE).fallback: 'a\\r\\nb\\u2028c' is not an action name"
+    )
+    for bad_id in ("BAD\nID", "B" * 100_000):
+        with pytest.raises(CodeDefinitionError) as info:
+            CodeRegistry().define(bad_id, 3)
+        message = str(info.value)
+        assert message.startswith("code.id: 'B") and len(message) < 200
+        assert message.isprintable()
+
+
+def test_unknown_keys_of_mixed_types_are_reported_not_a_crash(tmp_path: Path) -> None:
+    path = write(tmp_path, "codes:\n  - {id: MODEL_GONE, level: 1, 7: a, colour: red}\n")
+    with pytest.raises(CodeDefinitionError) as info:
+        CodeRegistry().load_yaml(path)
+    assert str(info.value).startswith(
+        f"{path}: codes[0] (MODEL_GONE): unknown field(s) 7, 'colour'; allowed: "
+    )
+    path = write(tmp_path, "codes: []\n7: a\ncolour: red\n")
+    with pytest.raises(CodeDefinitionError) as info:
+        CodeRegistry().load_yaml(path)
+    assert str(info.value) == f"{path}: unknown top-level key(s) [7, 'colour']"

@@ -127,3 +127,105 @@ def test_config_built_directly_says_nothing_of_a_source() -> None:
     with pytest.raises(ConfigError) as info:
         Config(max_header_bytes=0)
     assert str(info.value) == "max_header_bytes: 0 must be a positive integer"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ERRTRACE_DEBUG": "1", "ERRTRACE_debug": "0"},
+        {"ERRTRACE_debug": "0", "ERRTRACE_DEBUG": "1"},  # the order makes no difference
+        {"ERRTRACE_DEBUG": "1", "ERRTRACE_debug": "1"},  # nor do equal values
+        {"ERRTRACE_debug": "maybe", "ERRTRACE_DEBUG": "1"},  # nor a bad value in one
+    ],
+)
+def test_one_option_set_by_two_spellings_of_its_variable_is_an_error(
+    env: dict[str, str],
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.load(env=env)
+    assert str(info.value) == (
+        "environment variables ERRTRACE_DEBUG and ERRTRACE_debug both set option debug; "
+        "set only one"
+    )
+
+
+def test_each_option_set_by_one_variable_of_any_case_still_loads() -> None:
+    config = Config.load(env={"ERRTRACE_debug": "1", "ERRTRACE_MAX_HEADER_BYTES": "64"})
+    assert (config.debug, config.max_header_bytes) == (True, 64)
+
+
+def test_a_huge_bad_value_in_the_environment_is_shown_cut_short() -> None:
+    huge = "9x" * 500_000
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={"ERRTRACE_MAX_HEADER_BYTES": huge})
+    message = str(info.value)
+    assert message.startswith("ERRTRACE_MAX_HEADER_BYTES: '9x9x9x")
+    assert message.endswith("x9x... (1000000 characters) is not an integer")
+    assert len(message) < 200
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={"ERRTRACE_BIZ_HEADER": huge})
+    message = str(info.value)
+    assert message.startswith("biz_header: '9x9x9x")
+    assert message.endswith(
+        "... (1000000 characters) is not a valid header name "
+        "(from environment variable ERRTRACE_BIZ_HEADER)"
+    )
+    assert len(message) < 200
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={"ERRTRACE_REWRITE_RESPONSES": ",".join(["api"] * 100_000)})
+    assert str(info.value).startswith("rewrite_responses: ('api', 'api', ")
+    assert len(str(info.value)) < 250
+
+
+@pytest.mark.parametrize("name", ["biz_header", "debug", "max_header_bytes", "use_otel"])
+def test_a_huge_bad_value_in_the_file_or_a_keyword_is_shown_cut_short(
+    tmp_path: Path, name: str
+) -> None:
+    huge = "x " * 20_000
+    path = write(tmp_path, f"{name}: {json.dumps(huge)}\n")
+    with pytest.raises(ConfigError) as info:
+        Config.load(path, env={})
+    message = str(info.value)
+    assert message.startswith(f"{name}: 'x x x x")
+    assert message.endswith(f" (from {path})")
+    assert "x ... (40000 characters) " in message and len(message) < 200 + len(str(path))
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={}, **{name: [huge] * 1000})
+    message = str(info.value)
+    assert message.startswith(f"{name}: ['x x x")
+    assert message.endswith(" (from keyword argument)") and len(message) < 250
+
+
+def test_a_huge_unknown_key_in_the_file_is_shown_cut_short(tmp_path: Path) -> None:
+    path = write(tmp_path, f"? {'x' * 100_000}\n: 1\n")  # "?": a key over 1024 characters
+    with pytest.raises(ConfigError) as info:
+        Config.load(path, env={})
+    message = str(info.value)
+    assert message.startswith(f"unknown option in {path}: 'xxxx")
+    assert message.endswith("xxx... (100000 characters)")
+
+
+def test_a_newline_in_a_bad_value_or_name_cannot_split_the_message(tmp_path: Path) -> None:
+    cases: list[tuple[dict[str, str], str]] = [
+        ({"ERRTRACE_DEBUG": "yes\nERROR fake"}, "ERRTRACE_DEBUG: 'yes\\nERROR fake' is not"),
+        ({"ERRTRACE_EVENT_ID_HEADER": "X-A\r\nX-B"}, "event_id_header: 'X-A\\r\\nX-B' is not"),
+        ({"ERRTRACE_FOO\nERROR fake": "1"},
+         "unknown environment variable 'ERRTRACE_FOO\\nERROR fake'"),
+        ({"ERRTRACE_" + "A" * 100_000: "1"}, "unknown environment variable 'ERRTRACE_AAAA"),
+    ]
+    for env, wanted in cases:
+        with pytest.raises(ConfigError) as info:
+            Config.load(env=env)
+        assert str(info.value).startswith(wanted)
+        assert str(info.value).isprintable() and len(str(info.value)) < 300
+    path = write(tmp_path, '"debg\\u2028ERROR fake": 1\n')
+    with pytest.raises(ConfigError) as info:
+        Config.load(path, env={})
+    assert str(info.value) == f"unknown option in {path}: 'debg\\u2028ERROR fake'"
+
+
+def test_a_value_too_large_to_repr_is_still_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config(max_header_bytes=-(10**5000))
+    assert str(info.value).startswith("max_header_bytes: ")
+    assert str(info.value).endswith(" must be a positive integer")

@@ -8,6 +8,7 @@ The built-in ids are public contract (see CODES.md in the design documents).
 from __future__ import annotations
 
 import re
+import reprlib
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,45 @@ class CodeDefinitionError(ValueError):
     """Raised when a code definition is invalid or duplicates a registered one."""
 
 
+_SHOWN_MAX = 80
+"""At most this many characters of a bad value are echoed in an error message."""
+
+_REPR = reprlib.Repr()  # walks a bounded part of a nested value: YAML aliases can nest deep
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxlong = _REPR.maxother = _SHOWN_MAX
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` for an error message: one line of at most about 80 characters.
+
+    A bad value is echoed to help find it, not to be copied whole: a 1 MB value would
+    drown the message, and a raw newline would split it into several log lines (repr
+    escapes control characters). A longer repr is cut and ends with ``...``, followed by
+    the length of a string. Used by every message of the config and the code registry
+    that echoes a value.
+    """
+    if isinstance(value, str):
+        text = repr(value[: _SHOWN_MAX + 1])  # never the repr of the whole string
+    else:
+        try:
+            text = _REPR.repr(value)
+        except Exception:  # e.g. an int past sys.get_int_max_str_digits()
+            text = f"<{type(value).__name__!r} object whose repr failed>"
+    if len(text) <= _SHOWN_MAX:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[: _SHOWN_MAX - 3]}...{size}"
+
+
+def _usable_id(value: object) -> str | None:
+    """``value`` if it is a valid code id, to name an entry by; else None.
+
+    An invalid id is not used as a name: it may be huge or hold a newline, and its own
+    error message already shows it.
+    """
+    return value if isinstance(value, str) and CODE_ID_RE.match(value) else None
+
+
 @dataclass(frozen=True)
 class ErrorCode:
     """One semantic error code and what it maps to.
@@ -34,8 +74,8 @@ class ErrorCode:
     failing level (0-3); levels 4-6 never fail a request and have no status.
     ``fallback`` names the default fallback action (lower_snake_case of at most 64
     characters, such as ``fallback_model``) or is ``None``; ``extra`` is a mapping.
-    An invalid field raises :class:`CodeDefinitionError` whose message starts with the
-    field's name.
+    ``domain`` becomes ``google.rpc.ErrorInfo.domain`` and must not be empty. An invalid
+    field raises :class:`CodeDefinitionError` whose message starts with the field's name.
     """
 
     id: str
@@ -52,17 +92,22 @@ class ErrorCode:
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not CODE_ID_RE.match(self.id):
             raise CodeDefinitionError(
-                f"id: {self.id!r} is not UPPER_SNAKE_CASE of at most 63 characters"
+                f"id: {short_repr(self.id)} is not UPPER_SNAKE_CASE of at most 63 characters"
             )
         try:
             level = Level.parse(self.level)
-        except ValueError as exc:
-            raise CodeDefinitionError(f"level: {exc}") from None
+        except ValueError:  # Level.parse's own message echoes the whole value
+            names = ", ".join(lvl.name.lower() for lvl in Level)
+            raise CodeDefinitionError(
+                f"level: {short_repr(self.level)} is not a level (0..6 or one of {names})"
+            ) from None
         object.__setattr__(self, "level", level)
         if self.http_status is not None and (
             isinstance(self.http_status, bool) or not isinstance(self.http_status, int)
         ):
-            raise CodeDefinitionError(f"http_status: {self.http_status!r} is not an integer")
+            raise CodeDefinitionError(
+                f"http_status: {short_repr(self.http_status)} is not an integer"
+            )
         if level.fails_request:
             if self.http_status is None:
                 object.__setattr__(self, "http_status", level.info.http_status)
@@ -75,29 +120,33 @@ class ErrorCode:
             or not 400 <= self.http_status <= 599
         ):
             raise CodeDefinitionError(
-                f"http_status: {self.http_status!r} is not an error status (400..599)"
+                f"http_status: {short_repr(self.http_status)} is not an error status (400..599)"
             )
         if self.grpc_status is not None and self.grpc_status not in GRPC_CODES:
             raise CodeDefinitionError(
-                f"grpc_status: {self.grpc_status!r} is not a gRPC status name "
+                f"grpc_status: {short_repr(self.grpc_status)} is not a gRPC status name "
                 f"(one of {', '.join(GRPC_CODES)})"
             )
         if self.grpc_status == "OK":
             raise CodeDefinitionError("grpc_status: OK is not an error status")
         if not isinstance(self.retryable, bool):
-            raise CodeDefinitionError(f"retryable: {self.retryable!r} is not true/false")
+            raise CodeDefinitionError(f"retryable: {short_repr(self.retryable)} is not true/false")
         for name in ("hint", "title", "domain"):
             if not isinstance(getattr(self, name), str):
                 raise CodeDefinitionError(f"{name}: must be a string")
+        if not self.domain.strip():  # google.rpc.ErrorInfo.domain must not be empty
+            raise CodeDefinitionError(
+                "domain: must be a non-empty string (it is the ErrorInfo domain of gRPC errors)"
+            )
         if self.fallback is not None and (
             not isinstance(self.fallback, str) or not _ACTION_RE.match(self.fallback)
         ):
             raise CodeDefinitionError(
-                f"fallback: {self.fallback!r} is not an action name "
+                f"fallback: {short_repr(self.fallback)} is not an action name "
                 "(lower_snake_case of at most 64 characters, such as fallback_model)"
             )
         if not isinstance(self.extra, Mapping):
-            raise CodeDefinitionError(f"extra: {self.extra!r} is not a mapping")
+            raise CodeDefinitionError(f"extra: {short_repr(self.extra)} is not a mapping")
         if not self.title:
             object.__setattr__(self, "title", _title(self.id))
 
@@ -133,10 +182,11 @@ def code_from_mapping(data: Mapping[str, Any], where: str = "code") -> ErrorCode
     """Build an :class:`ErrorCode` from a mapping, naming ``where`` in every error."""
     if not isinstance(data, Mapping):
         raise CodeDefinitionError(f"{where}: expected a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(_FIELDS) - {"override"})
+    unknown = sorted(set(data) - set(_FIELDS) - {"override"}, key=str)  # keys of any type
     if unknown:
         raise CodeDefinitionError(
-            f"{where}: unknown field(s) {', '.join(map(str, unknown))}; "
+            f"{where}: unknown field(s) {', '.join(map(short_repr, unknown[:5]))}"
+            f"{f' and {len(unknown) - 5} more' if len(unknown) > 5 else ''}; "
             f"allowed: {', '.join(_FIELDS)}, override"
         )
     for required in ("id", "level"):
@@ -179,7 +229,7 @@ class CodeRegistry:
     def define(self, id: str, level: Level | int | str, **fields: Any) -> ErrorCode:
         """Shorthand: build an :class:`ErrorCode` and register it."""
         replace_existing = bool(fields.pop("replace", False))
-        code = code_from_mapping({"id": id, "level": level, **fields}, where=id)
+        code = code_from_mapping({"id": id, "level": level, **fields}, _usable_id(id) or "code")
         return self.register(code, replace=replace_existing)
 
     def get(self, code_id: str) -> ErrorCode:
@@ -206,28 +256,34 @@ class CodeRegistry:
         """Register the codes of a ``{"codes": [...]}`` document; all or nothing."""
         if not isinstance(data, Mapping) or "codes" not in data:
             raise CodeDefinitionError(f"{source}: expected a mapping with a 'codes' list")
-        unknown = sorted(set(data) - {"codes"})
+        unknown = sorted(set(data) - {"codes"}, key=str)
         if unknown:
-            raise CodeDefinitionError(f"{source}: unknown top-level key(s) {unknown}")
+            raise CodeDefinitionError(f"{source}: unknown top-level key(s) {short_repr(unknown)}")
         entries = data["codes"]
         if not isinstance(entries, list):
             raise CodeDefinitionError(f"{source}: 'codes' must be a list")
         parsed: list[tuple[ErrorCode, bool]] = []
-        seen: set[str] = set()
+        seen: dict[str, int] = {}  # id -> index of the entry that defined it
         for index, entry in enumerate(entries):
-            where = f"{source}: codes[{index}]"
+            # "codes[1] (MODEL_GONE)": the position always (the id may be the bad field),
+            # and the id when it is a valid one.
+            code_id = _usable_id(entry.get("id")) if isinstance(entry, Mapping) else None
+            where = f"{source}: codes[{index}]" + (f" ({code_id})" if code_id else "")
             code = code_from_mapping(entry, where)
             override = entry.get("override", False)
             if not isinstance(override, bool):
                 raise CodeDefinitionError(f"{where}.override: must be true or false")
             if code.id in seen:
-                raise CodeDefinitionError(f"{where}.id: {code.id} is defined twice in the file")
+                raise CodeDefinitionError(
+                    f"{where}.id: {code.id} is defined twice in the file, "
+                    f"first at codes[{seen[code.id]}]"
+                )
             if code.id in self._codes and not override:
                 raise CodeDefinitionError(
                     f"{where}.id: {code.id} is already registered; set 'override: true' "
                     "to change it"
                 )
-            seen.add(code.id)
+            seen[code.id] = index
             parsed.append((code, override))
         for code, override in parsed:
             self.register(code, replace=override)

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from errtrace.core.codes import short_repr
 from errtrace.core.propagation import PropagationSettings
 
 ENV_PREFIX = "ERRTRACE_"
 _HEADER_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}\Z")  # \Z: no final newline
+_PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,80}\Z")  # a variable name shown as it is
 
 
 class ConfigError(ValueError):
@@ -67,15 +69,17 @@ class Config:
                      "error_level_header", "event_id_header"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _HEADER_RE.match(value):
-                raise ConfigError(f"{name}: {value!r} is not a valid header name")
+                raise ConfigError(f"{name}: {short_repr(value)} is not a valid header name")
         try:
             re.compile(self.biz_pattern)
         except (re.error, TypeError) as exc:
-            raise ConfigError(f"biz_pattern: {self.biz_pattern!r} is not a regex: {exc}") from None
+            raise ConfigError(
+                f"biz_pattern: {short_repr(self.biz_pattern)} is not a regex: {exc}"
+            ) from None
         for name in ("max_header_bytes", "rewrite_max_body_bytes", "event_buffer_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}: {value!r} must be a positive integer")
+                raise ConfigError(f"{name}: {short_repr(value)} must be a positive integer")
         if isinstance(self.rewrite_responses, list):
             object.__setattr__(self, "rewrite_responses", tuple(self.rewrite_responses))
         rr = self.rewrite_responses
@@ -83,14 +87,15 @@ class Config:
             isinstance(rr, tuple) and all(isinstance(p, str) and p.startswith("/") for p in rr)
         ):
             raise ConfigError(
-                f"rewrite_responses: {rr!r} must be true/false or a list of path prefixes"
+                f"rewrite_responses: {short_repr(rr)} must be true/false or a list of path prefixes"
             )
         for name in ("debug", "sample_new_traces", "sse_error_event", "exit_on_fatal",
                      "log_errors", "grpc_trace_id_on_success"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}: {getattr(self, name)!r} must be true or false")
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name}: {short_repr(value)} must be true or false")
         if self.use_otel is not None and not isinstance(self.use_otel, bool):
-            raise ConfigError(f"use_otel: {self.use_otel!r} must be true, false or null")
+            raise ConfigError(f"use_otel: {short_repr(self.use_otel)} must be true, false or null")
         for name in ("service_name", "problem_type_base", "baggage_biz_key"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"{name}: must be a non-empty string")
@@ -167,7 +172,7 @@ class Config:
             if key not in names:
                 close = difflib.get_close_matches(str(key), names, n=1)
                 extra = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"unknown {what} {key!r}{extra}")
+                raise ConfigError(f"unknown {what} {short_repr(key)}{extra}")
 
     @classmethod
     def _from_file(cls, path: Path) -> dict[str, Any]:
@@ -186,21 +191,39 @@ class Config:
 
     @classmethod
     def _from_env(cls, environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-        """The options set by ``ERRTRACE_*`` variables, and the variable each came from."""
-        out: dict[str, Any] = {}
+        """The options set by ``ERRTRACE_*`` variables, and the variable each came from.
+
+        The part after the prefix is matched case-insensitively, so ``ERRTRACE_DEBUG``
+        and ``ERRTRACE_debug`` are the same option: both set is an error, since which
+        one won would depend on the order of the environment.
+        """
         variables: dict[str, str] = {}
         types = {f.name: f.type for f in dataclasses.fields(cls)}
-        for key, raw in environ.items():
+        for key in environ:
             if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG_FILE":
                 continue
             name = key[len(ENV_PREFIX):].lower()
             if name not in types:
                 close = difflib.get_close_matches(name, cls.field_names(), n=1)
                 extra = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
-                raise ConfigError(f"unknown environment variable {key}{extra}")
-            out[name] = _parse_env(key, raw, str(types[name]))
+                raise ConfigError(f"unknown environment variable {_var(key)}{extra}")
+            if name in variables:
+                first, second = sorted((variables[name], key))
+                raise ConfigError(
+                    f"environment variables {first} and {second} both set option {name}; "
+                    "set only one"
+                )
             variables[name] = key
+        out = {
+            name: _parse_env(key, environ[key], str(types[name]))
+            for name, key in variables.items()
+        }
         return out, variables
+
+
+def _var(key: str) -> str:
+    """An environment variable's name for a message: as it is if plain, else quoted."""
+    return key if _PLAIN_NAME_RE.match(key) else short_repr(key)
 
 
 def _parse_env(key: str, raw: str, type_name: str) -> Any:
@@ -217,10 +240,10 @@ def _parse_env(key: str, raw: str, type_name: str) -> Any:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"{key}: {raw!r} is not a boolean (true/false)")
+        raise ConfigError(f"{key}: {short_repr(raw)} is not a boolean (true/false)")
     if type_name == "int":
         try:
             return int(text)
         except ValueError:
-            raise ConfigError(f"{key}: {raw!r} is not an integer") from None
+            raise ConfigError(f"{key}: {short_repr(raw)} is not an integer") from None
     return text
