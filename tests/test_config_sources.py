@@ -229,3 +229,33 @@ def test_a_value_too_large_to_repr_is_still_a_config_error() -> None:
         Config(max_header_bytes=-(10**5000))
     assert str(info.value).startswith("max_header_bytes: ")
     assert str(info.value).endswith(" must be a positive integer")
+
+
+@pytest.mark.parametrize(
+    ("text", "wanted"),
+    [
+        ("max_header_bytes: " + "9" * 5000 + "\n", "invalid YAML value: Exceeds the limit"),
+        ("service_name: 2020-02-31\n", "invalid YAML value: day is out of range for month"),
+        ("service_name: 2020-13-01 10:00:00\n", "invalid YAML value: month must be in 1..12"),
+        ("service_name: " + "[" * 5000 + "]" * 5000 + "\n", "invalid YAML: nested too deeply"),
+    ],
+)
+@pytest.mark.parametrize("loader", ["config", "codes", "rules"])
+def test_a_yaml_value_python_cannot_build_names_the_file(
+    tmp_path: Path, text: str, wanted: str, loader: str
+) -> None:
+    # The safe loader builds dates and integers itself; one it cannot build was a bare
+    # ValueError (or RecursionError) that named no file.
+    from errtrace.core.codes import CodeRegistry
+    from errtrace.core.rewrite._loader import load_rule_file
+
+    path = write(tmp_path, text)
+    load = {
+        "config": lambda: Config.load(path, env={}),
+        "codes": lambda: CodeRegistry().load_yaml(path),
+        "rules": lambda: load_rule_file(path),
+    }[loader]
+    with pytest.raises(ValueError) as info:
+        load()
+    assert str(info.value).startswith(f"{path}: {wanted}")
+    assert len(str(info.value)) < 300 + len(str(path))

@@ -33,6 +33,12 @@ def load_yaml_file(path: str | Path) -> Any:
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigFileError(f"{where}: invalid YAML: {problem}") from exc
+    except RecursionError:
+        raise ConfigFileError(f"{p}: invalid YAML: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:
+        # A scalar the safe constructor cannot build: an impossible date
+        # (2020-02-31), an integer past Python's digit limit.
+        raise ConfigFileError(f"{p}: invalid YAML value: {str(exc)[:200]}") from exc
 
 
 _LOADER: Any = None
