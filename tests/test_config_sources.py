@@ -259,3 +259,21 @@ def test_a_yaml_value_python_cannot_build_names_the_file(
         load()
     assert str(info.value).startswith(f"{path}: {wanted}")
     assert len(str(info.value)) < 300 + len(str(path))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("a{4294967296}", "the repetition number is too large"),
+        ("(" * 2000 + ")" * 2000, "nested too deeply"),
+    ],
+)
+def test_a_biz_pattern_re_cannot_compile_is_a_config_error(pattern: str, reason: str) -> None:
+    # re raises OverflowError or RecursionError for these, not re.error.
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={"ERRTRACE_BIZ_PATTERN": pattern})
+    message = str(info.value)
+    assert message.startswith("biz_pattern: ") and len(message) < 250
+    assert message.endswith(
+        f"is not a regex: {reason} (from environment variable ERRTRACE_BIZ_PATTERN)"
+    )

@@ -72,9 +72,12 @@ class Config:
                 raise ConfigError(f"{name}: {short_repr(value)} is not a valid header name")
         try:
             re.compile(self.biz_pattern)
-        except (re.error, TypeError) as exc:
+        except (re.error, TypeError, OverflowError, RecursionError) as exc:
+            # OverflowError: a repeat count past re's limit; RecursionError: groups
+            # nested deeper than re's compiler goes.
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
             raise ConfigError(
-                f"biz_pattern: {short_repr(self.biz_pattern)} is not a regex: {exc}"
+                f"biz_pattern: {short_repr(self.biz_pattern)} is not a regex: {reason}"
             ) from None
         for name in ("max_header_bytes", "rewrite_max_body_bytes", "event_buffer_size"):
             value = getattr(self, name)
