@@ -163,6 +163,19 @@ def test_decode_other_shapes(headers: dict[str, str], body: bytes, code: str) ->
     assert err is not None and err.code == code
 
 
+
+@pytest.mark.parametrize("grpc_status", ["nope", "OK", "unavailable", ""])
+def test_a_remote_grpc_status_that_is_no_error_status_is_ignored(grpc_status: str) -> None:
+    # A code this service does not know takes its status from the remote's answer; a
+    # made-up (or OK) gRPC status name used to fail the decoding with a definition error.
+    body = json.dumps({"code": "THEIR_CODE", "grpc_status": grpc_status}).encode()
+    err = from_http_response(502, {"content-type": "application/json"}, body)
+    assert err is not None and err.code == "THEIR_CODE"
+    assert (err.http_status, err.grpc_status, int(err.level)) == (502, "UNAVAILABLE", 2)
+    body = json.dumps({"code": "THEIR_CODE", "grpc_status": "RESOURCE_EXHAUSTED"}).encode()
+    err = from_http_response(429, {"content-type": "application/json"}, body)
+    assert err is not None and err.grpc_status == "RESOURCE_EXHAUSTED"  # a real one is kept
+
 @pytest.mark.parametrize(
     "body", [b"", b"plain text", b"{not json", b'{"code": "lower-case bad"}', b"[1,2]",
              b'{"code": 12}'],

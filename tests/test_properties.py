@@ -615,14 +615,6 @@ RESPONSE_HEADERS = st.dictionaries(
 STATUS = st.integers(100, 599) | st.integers() | st.sampled_from([429, 500, 503, 0, -1])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "encoding.from_neutral passes a remote's grpc_status through unchecked "
-    "(_str_or_none only bounds its length) into RemoteError and resolve_code, whose "
-    "ErrorCode() for a code this service does not know rejects it: "
-    "from_http_response(502, {}, b'{\"code\": \"THEIR_CODE\", \"grpc_status\": \"nope\"}') "
-    "raises CodeDefinitionError (also for grpc_status 'OK'), so the httpx transports raise "
-    "it to the caller instead of the remote's AppError"
-))
 @given(STATUS, RESPONSE_HEADERS, RESPONSE_BODY)
 @example(502, {}, b'{"code": "THEIR_CODE", "grpc_status": "nope"}')
 def test_http_error_decoder_never_raises_and_bounds_what_it_returns(

@@ -30,7 +30,7 @@ from typing import Any
 
 from errtrace.core.codes import CODE_ID_RE, CodeRegistry, ErrorCode, registry
 from errtrace.core.levels import Level
-from errtrace.core.status import grpc_to_http, http_to_grpc, parse_retry_after
+from errtrace.core.status import grpc_to_http, http_to_grpc, is_grpc_status, parse_retry_after
 
 log = logging.getLogger("errtrace")
 
@@ -99,9 +99,9 @@ def resolve_code(
         lvl = Level.parse(level) if level is not None else Level.SEVERE
     except ValueError:
         lvl = Level.SEVERE
-    failed = (http_status is not None and http_status >= 400) or (
-        grpc_status is not None and grpc_status != "OK"
-    )
+    if grpc_status == "OK" or not is_grpc_status(grpc_status):
+        grpc_status = None  # a name the other side made up (or OK) is no error status here
+    failed = (http_status is not None and http_status >= 400) or grpc_status is not None
     if failed and not lvl.fails_request:
         lvl = Level.SEVERE
     if not lvl.fails_request:
