@@ -170,6 +170,26 @@ def test_corrupt_rich_details_fall_back_to_the_plain_status() -> None:
     assert err.code == "UPSTREAM_UNAVAILABLE"
 
 
+
+def test_a_deeply_nested_caused_by_chain_is_dropped_not_raised() -> None:
+    # 2048 characters (within the causedBy bound) of nesting: json.loads raised
+    # RecursionError through the client interceptors instead of the remote's error.
+    from google.rpc import error_details_pb2
+
+    info = error_details_pb2.ErrorInfo(reason="LLM_RATE_LIMITED", domain="errtrace.dev")
+    info.metadata["level"] = "2"
+    info.metadata["eventId"] = "01M81D64EECXRR0016YQ4X6310"
+    info.metadata["causedBy"] = "[" * 1024 + "]" * 1024
+    rich = status_pb2.Status(code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message="m")
+    rich.details.add().Pack(info)
+    err = decode_status(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "m",
+        ((DETAILS_KEY, rich.SerializeToString()),), Config(),
+    )
+    assert err.code == "LLM_RATE_LIMITED"
+    assert err.remote is not None and err.remote.event_id == "01M81D64EECXRR0016YQ4X6310"
+    assert err.remote.upstream == ()
+
 async def test_httpx_error_response_with_non_ascii_header_is_an_app_error() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 502,

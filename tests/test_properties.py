@@ -723,13 +723,6 @@ def trailers(draw: st.DrawFn) -> tuple[grpc.StatusCode, list[tuple[str, Any]]]:
     return code, items
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stringmap.from_string_map catches only ValueError around json.loads(causedBy): a "
-    "causedBy of deeply nested JSON within its 2048-char budget, e.g. '[' * 1024 + "
-    "']' * 1024, raises RecursionError out of _status._from_rich, so decode_status "
-    "(and error_from_call in both gRPC client interceptors) crashes instead of "
-    "returning an AppError"
-))
 @given(trailers(), st.none() | ANY_TEXT)
 @example(
     (grpc.StatusCode.INTERNAL, [(DETAILS_KEY, _wire.status(13, "m", [(
@@ -851,11 +844,6 @@ def test_string_map_round_trips_the_neutral_fields(
         assert got == links
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "from_string_map catches only ValueError around json.loads: causedBy = '[' * 1024 + "
-    "']' * 1024 (2048 chars, within MAX_CAUSED_BY_CHARS) raises RecursionError instead "
-    "of being dropped as 'not a JSON list'"
-))
 @given(st.dictionaries(META_KEY, META_VALUE, max_size=7), st.none() | CODE_LIKE)
 @example({"causedBy": "[" * 1024 + "]" * 1024}, None)
 def test_from_string_map_never_raises_on_any_metadata(

@@ -94,7 +94,7 @@ def from_string_map(
     if isinstance(raw, str) and raw and len(raw) <= MAX_CAUSED_BY_CHARS:
         try:
             chain = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             chain = None
         if isinstance(chain, list):
             out["caused_by"] = chain[:MAX_CHAIN]
