@@ -17,28 +17,34 @@ def load_yaml_file(path: str | Path) -> Any:
     import yaml
 
     p = Path(path)
+    # A path with a newline or NUL in it is shown quoted: one message, one line.
+    name = str(p) if str(p).isprintable() else repr(str(p))
     try:
         size = p.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise ConfigFileError(f"{p}: file is {size} bytes, over the {MAX_FILE_BYTES} limit")
+            raise ConfigFileError(
+                f"{name}: file is {size} bytes, over the {MAX_FILE_BYTES} limit"
+            )
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigFileError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+        raise ConfigFileError(f"{name}: cannot read: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigFileError(f"{p}: not UTF-8 text: {exc}") from exc
+        raise ConfigFileError(f"{name}: not UTF-8 text: {exc}") from exc
+    except ValueError as exc:  # a path holding a NUL character
+        raise ConfigFileError(f"{name}: cannot read: {exc}") from exc
     try:
         return yaml.load(text, Loader=_loader_class())  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        where = f"{name}:{mark.line + 1}" if mark is not None else name
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigFileError(f"{where}: invalid YAML: {problem}") from exc
     except RecursionError:
-        raise ConfigFileError(f"{p}: invalid YAML: nested too deeply") from None
+        raise ConfigFileError(f"{name}: invalid YAML: nested too deeply") from None
     except (ValueError, OverflowError) as exc:
         # A scalar the safe constructor cannot build: an impossible date
         # (2020-02-31), an integer past Python's digit limit.
-        raise ConfigFileError(f"{p}: invalid YAML value: {str(exc)[:200]}") from exc
+        raise ConfigFileError(f"{name}: invalid YAML value: {str(exc)[:200]}") from exc
 
 
 _LOADER: Any = None
