@@ -311,6 +311,25 @@ def test_biz_code_header_wins_over_baggage_and_outgoing_agrees() -> None:
     assert parse_baggage([headers["baggage"]]) == [("a", "b", ""), ("biz.code", "tenant-1", "")]
 
 
+
+def test_forwarded_baggage_makes_room_in_bytes_for_the_biz_code() -> None:
+    # Inbound members that fill the 8192 bytes used to push biz.code (last) out.
+    a, b = "x" * 4000, "y" * 4180
+    inbound = f"a={a},b={b},c=1"  # 8189 bytes: all three are kept on the way in
+    ctx = extract({"x-biz-code": "tenant-1", "baggage": inbound}, dict_getter)
+    assert [key for key, _, _ in ctx.baggage] == ["a", "b", "c"]
+    headers: dict[str, str] = {}
+    inject(ctx, headers, dict_setter)
+    out = headers["baggage"]
+    assert len(out) <= 8192
+    # b no longer fits beside biz.code and is dropped (counted); c still fits.
+    assert parse_baggage([out]) == [("a", a, ""), ("c", "1", ""), ("biz.code", "tenant-1", "")]
+    assert stats.get("baggage_members_dropped") == 1
+    full = extract({"x-biz-code": "tenant-1", "baggage": "k=" + "x" * 8188}, dict_getter)
+    inject(full, headers, dict_setter)
+    assert headers["baggage"] == "biz.code=tenant-1"
+    assert stats.get("baggage_members_dropped") == 2
+
 def test_inbound_error_code_header_is_ignored() -> None:
     ctx = extract({"x-error-code": "INTERNAL"}, dict_getter)
     assert ctx.err_code is None

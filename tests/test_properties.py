@@ -536,14 +536,6 @@ def test_forwarded_baggage_keeps_every_member_of_a_well_formed_header(
         assert sent == expected
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "propagation.outgoing_baggage makes room for biz.code only under the member limit: "
-    "when the accepted inbound baggage leaves fewer bytes than the biz.code member needs "
-    "under the 8192-byte limit, format_baggage drops biz.code (it comes last) and keeps "
-    "the inbound members, so the outgoing baggage has no biz.code; e.g. inbound "
-    "baggage 'k=' + 'x' * 8188 with X-Biz-Code 'tenant-1' -> outgoing baggage 'k=xxx...' "
-    "(8190 bytes) without biz.code=tenant-1"
-))
 @given(st.lists(st.builds(lambda k, n: f"{k}={'x' * n}", TOKEN, st.integers(0, 8190)),
                 min_size=1, max_size=6), BIZ)
 @example(["k=" + "x" * 8188], "tenant-1")

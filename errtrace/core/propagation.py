@@ -280,8 +280,11 @@ def _parse_baggage_member(member: str) -> tuple[str, str, str] | None:
     return key, unquote(value, errors="replace"), props
 
 
-def format_baggage(members: Sequence[tuple[str, str, str]]) -> str:
-    """Serialize members, keeping whole members within 64 members / 8192 bytes."""
+def format_baggage(
+    members: Sequence[tuple[str, str, str]], max_bytes: int = BAGGAGE_MAX_BYTES
+) -> str:
+    """Serialize members, keeping whole members within 64 members / ``max_bytes``
+    (8192 by default); a member that does not fit is dropped and counted."""
     parts: list[str] = []
     used = 0
     for key, value, props in members[:BAGGAGE_MAX_MEMBERS]:
@@ -289,7 +292,7 @@ def format_baggage(members: Sequence[tuple[str, str, str]]) -> str:
         if props:
             part = f"{part};{props}"
         size = len(part) + (1 if parts else 0)
-        if used + size > BAGGAGE_MAX_BYTES:
+        if used + size > max_bytes:
             stats.incr("baggage_members_dropped")
             continue
         parts.append(part)
@@ -498,12 +501,15 @@ def inject(
 
 def outgoing_baggage(ctx: ErrorContext, settings: PropagationSettings) -> str:
     """The ``baggage`` value for outgoing calls: inbound members plus ``biz.code`` (room
-    is made for it: the member limit drops an inbound member, counted, not it)."""
+    is made for it: the member and byte limits drop inbound members, counted, not it)."""
     key = settings.baggage_biz_key
     members = [m for m in ctx.baggage if m[0] != key]
-    if ctx.biz_code:
-        if len(members) >= BAGGAGE_MAX_MEMBERS:
-            stats.incr("baggage_members_dropped", len(members) - BAGGAGE_MAX_MEMBERS + 1)
-            del members[BAGGAGE_MAX_MEMBERS - 1:]
-        members.append((key, ctx.biz_code, ""))
-    return format_baggage(members) if members else ""
+    if not ctx.biz_code:
+        return format_baggage(members) if members else ""
+    own = format_baggage([(key, ctx.biz_code, "")])
+    if len(members) >= BAGGAGE_MAX_MEMBERS:
+        stats.incr("baggage_members_dropped", len(members) - BAGGAGE_MAX_MEMBERS + 1)
+        del members[BAGGAGE_MAX_MEMBERS - 1:]
+    # The inbound members get the bytes biz.code leaves (it stays last, as it was).
+    rest = format_baggage(members, BAGGAGE_MAX_BYTES - len(own) - 1) if members else ""
+    return f"{rest},{own}" if rest else own
