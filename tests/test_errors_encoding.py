@@ -191,6 +191,25 @@ def test_neutral_form() -> None:
     assert data["service"] == "svc" and data["event_id"] == "EV" and data["level"] == 1
 
 
+
+def test_an_error_header_given_as_a_list_is_sent_once_per_value() -> None:
+    import pickle
+
+    err = errtrace.AppError("RATE_LIMITED", headers={
+        "Set-Cookie": ["session=a; Path=/", "region=eu; Path=/"], "X-Shard": "7",
+    })
+    runtime = Runtime(Config())
+    for error in (err, pickle.loads(pickle.dumps(err))):
+        _, headers, _ = runtime.http_error(error, CTX)
+        assert [v for k, v in headers if k == "Set-Cookie"] == [
+            "session=a; Path=/", "region=eu; Path=/"
+        ]
+        _, pairs, _ = runtime.http_error_bytes(error, CTX)
+        assert [v for k, v in pairs if k == b"set-cookie"] == [
+            b"session=a; Path=/", b"region=eu; Path=/"
+        ]
+        assert (b"x-shard", b"7") in pairs
+
 def test_runtime_http_error_and_record() -> None:
     runtime = Runtime(Config(service_name="svc"))
     seen: list[Any] = []

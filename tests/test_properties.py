@@ -976,14 +976,6 @@ def test_asgi_middleware_answers_every_request_with_one_trace_id(
         assert problem["code"] == code and problem["trace_id"] == trace_id
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rewrite_responses loses repeated response headers: _RewritingSend._finish "
-    "(middleware/asgi.py) folds the app's headers into a dict before "
-    "Runtime.rewrite_response, so of two Set-Cookie headers on a rewritten error only "
-    "the last is sent, though the docstring says cookies stay on the answer; e.g. a 500 "
-    "with set-cookie a=1 and set-cookie b=2 and body b'Rate limit reached for gpt-4o' "
-    "answers 429 with only set-cookie b=2 (wsgi.py _Rewriting folds them the same way)"
-))
 @given(PAIRS, st.integers(400, 599), st.lists(APP_HEADER, max_size=5),
        st.lists(REWRITE_BODY.map(lambda b: b.encode("utf-8", "surrogatepass")
                                  if isinstance(b, str) else b), min_size=1, max_size=3))

@@ -191,6 +191,20 @@ def test_flask_rewritten_response_keeps_the_providers_headers_and_uses_fallbacks
     ]
 
 
+
+def test_flask_rewritten_response_keeps_every_value_of_a_repeated_header() -> None:
+    app = flask_app(rewrite_responses=["/llm"])
+
+    @app.get("/llm/cookies")
+    def cookies() -> Any:
+        return "Rate limit reached for gpt-4o", 500, [
+            ("Set-Cookie", "__cf_bm=a1; Path=/"), ("Set-Cookie", "_cfuvid=b2; Path=/"),
+        ]
+
+    r = app.test_client().get("/llm/cookies")
+    assert r.status_code == 429 and json.loads(r.data)["code"] == "LLM_RATE_LIMITED"
+    assert r.headers.getlist("Set-Cookie") == ["__cf_bm=a1; Path=/", "_cfuvid=b2; Path=/"]
+
 def test_httpx_failure_escaping_a_handler_maps_to_upstream_code() -> None:
     app = Flask(__name__)
 
@@ -308,6 +322,25 @@ async def test_rewritten_response_keeps_the_providers_delay_and_headers() -> Non
     assert r.headers.get_list("content-type") == ["application/problem+json"]
     assert int(r.headers["content-length"]) == len(r.content)
 
+
+
+async def test_rewritten_response_keeps_every_value_of_a_repeated_header() -> None:
+    app = errtrace.instrument(FastAPI(), rewrite_responses=["/llm"])
+
+    @app.get("/llm/limited")
+    async def limited() -> PlainTextResponse:
+        response = PlainTextResponse("Rate limit reached for gpt-4o", status_code=500)
+        response.set_cookie("__cf_bm", "a1")
+        response.set_cookie("_cfuvid", "b2")
+        response.headers.append("link", "</docs/limits>; rel=help")
+        response.headers.append("link", "</status>; rel=status")
+        return response
+
+    r = await get(app, "/llm/limited")
+    assert r.status_code == 429 and r.json()["code"] == "LLM_RATE_LIMITED"
+    cookies = r.headers.get_list("set-cookie")
+    assert [c.split(";")[0] for c in cookies] == ["__cf_bm=a1", "_cfuvid=b2"]
+    assert r.headers.get_list("link") == ["</docs/limits>; rel=help", "</status>; rel=status"]
 
 async def test_rewritten_response_is_answered_by_the_codes_fallback() -> None:
     errtrace.set_fallback(

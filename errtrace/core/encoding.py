@@ -149,7 +149,10 @@ def error_headers(
         headers.append(("Retry-After", retry))
     for name, value in err.headers.items():
         if name.lower() not in ("content-type", "content-length"):
-            headers.append((name, value))
+            if isinstance(value, str):
+                headers.append((name, value))
+            else:  # one header line per value (Set-Cookie)
+                headers.extend((name, item) for item in value)
     return headers
 
 

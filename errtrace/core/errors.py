@@ -148,7 +148,9 @@ class AppError(Exception):
     remote: RemoteError | None
     event_id: str | None
     status_override: int | None
-    headers: dict[str, str]
+    headers: dict[str, str | list[str]]
+    """Extra headers of this error's HTTP response; a list value sends the header once
+    per item (several ``Set-Cookie`` headers, which cannot be joined into one)."""
 
     def __init__(
         self,
@@ -160,7 +162,7 @@ class AppError(Exception):
         remote: RemoteError | None = None,
         codes: CodeRegistry | None = None,
         status: int | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str | list[str]] | None = None,
     ) -> None:
         if isinstance(code, ErrorCode):
             self.error_code = code
@@ -180,7 +182,7 @@ class AppError(Exception):
         self.remote = remote
         self.event_id: str | None = None
         self.status_override = status if status is not None and 400 <= status <= 599 else None
-        self.headers: dict[str, str] = dict(headers or {})
+        self.headers: dict[str, str | list[str]] = dict(headers or {})
         if cause is not None:
             self.__cause__ = cause
         super().__init__(message or self.error_code.title)
@@ -288,7 +290,7 @@ def _rebuild(
     remote: RemoteError | None = None,
     event_id: str | None = None,
     status: int | None = None,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str | list[str]] | None = None,
 ) -> AppError:
     err = AppError(code, message, details=details, remote=remote, status=status, headers=headers)
     err.event_id = event_id

@@ -370,27 +370,35 @@ class Runtime:
     # -- response rewriting -------------------------------------------------------------
 
     def rewrite_response(
-        self, status: int, headers: Mapping[str, str], body: bytes
+        self,
+        status: int,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        body: bytes,
     ) -> AppError | None:
         """The structured error for an un-coded error response, or None to keep it.
 
         Used on routes with ``rewrite_responses``: a 4xx/5xx answer whose body is free
         text or JSON without a code (typically an LLM provider's error passed through)
-        becomes the ``LLM_*`` error of its class. ``headers`` keys are lower-case. The
-        provider's text is kept for the event only (``_provider_text``); its
-        ``Retry-After`` and its other headers (rate-limit counters, cookies) stay on the
-        answer, except those that described the replaced body or that errtrace sets.
+        becomes the ``LLM_*`` error of its class. ``headers`` are the response's, with
+        lower-case names: a mapping, or ``(name, value)`` pairs where a name may repeat.
+        The provider's text is kept for the event only (``_provider_text``); its
+        ``Retry-After`` and its other headers (rate-limit counters, every cookie) stay on
+        the answer, except those that described the replaced body or that errtrace sets.
         """
-        if status < 400 or self.config.error_code_header.lower() in headers:
+        pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
+        first: dict[str, str] = {}
+        for name, value in pairs:
+            first.setdefault(name, value)
+        if status < 400 or self.config.error_code_header.lower() in first:
             return None
-        if from_http_response(status, headers, body) is not None:
+        if from_http_response(status, first, body) is not None:
             return None  # it already speaks errtrace
         from errtrace.core.rewrite import from_response
 
-        found = from_response(status, body, headers.get("content-type"))
+        found = from_response(status, body, first.get("content-type"))
         details = dict(found.details)
         if "retry_after" not in details:  # the text's own delay wins, as in the adapters
-            retry_after = parse_retry_after(headers.get("retry-after"))
+            retry_after = parse_retry_after(first.get("retry-after"))
             if retry_after is not None:
                 details["retry_after"] = retry_after
         details["_provider_text"] = found.text
@@ -402,7 +410,17 @@ class Runtime:
             "retry-after", config.error_code_header.lower(), config.error_level_header.lower(),
             config.event_id_header.lower(), config.trace_id_header.lower(),
         }
-        kept = {name: value for name, value in headers.items() if name not in replaced}
+        kept: dict[str, str | list[str]] = {}
+        for name, value in pairs:
+            if name in replaced:
+                continue
+            held = kept.get(name)
+            if held is None:
+                kept[name] = value
+            elif isinstance(held, list):
+                held.append(value)
+            else:  # a repeated name: every value is sent again, in order
+                kept[name] = [held, value]
         return AppError(found.code, details=details, headers=kept)
 
     # -- report ---------------------------------------------------------------------------

@@ -237,10 +237,10 @@ class _RewritingSend:
 
     async def _finish(self) -> None:
         assert self.start is not None
-        headers = {
-            k.decode("latin-1").lower(): v.decode("latin-1")
+        headers = [
+            (k.decode("latin-1").lower(), v.decode("latin-1"))
             for k, v in self.start.get("headers", ())
-        }
+        ]
         body = b"".join(self.chunks)
         err = self.runtime.rewrite_response(self.start["status"], headers, body)
         if err is None:

@@ -357,7 +357,7 @@ class _Rewriting:
             raise RuntimeError("the WSGI application returned without calling start_response")
         status, headers = started[0]
         if exhausted and _code(status) >= 400:
-            lowered = {name.lower(): value for name, value in headers}
+            lowered = [(name.lower(), value) for name, value in headers]
             err = self.runtime.rewrite_response(_code(status), lowered, b"".join(chunks))
             if err is not None:
                 _close(inner)
