@@ -277,3 +277,12 @@ def test_a_biz_pattern_re_cannot_compile_is_a_config_error(pattern: str, reason:
     assert message.endswith(
         f"is not a regex: {reason} (from environment variable ERRTRACE_BIZ_PATTERN)"
     )
+
+
+@pytest.mark.parametrize("digits", ["\u0661\u0662", "1\u00b2", "\uff11\uff12"])
+def test_an_integer_setting_takes_ascii_digits_only(digits: str) -> None:
+    # int() reads Arabic-Indic and full-width digits; a setting should not.
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={"ERRTRACE_MAX_HEADER_BYTES": digits})
+    assert str(info.value) == f"ERRTRACE_MAX_HEADER_BYTES: {digits!r} is not an integer"
+    assert Config.load(env={"ERRTRACE_MAX_HEADER_BYTES": " 12 "}).max_header_bytes == 12

@@ -245,7 +245,11 @@ def _parse_env(key: str, raw: str, type_name: str) -> Any:
             return False
         raise ConfigError(f"{key}: {short_repr(raw)} is not a boolean (true/false)")
     if type_name == "int":
+        # ASCII only: int() also reads other scripts' digits ("١٢" is 12), which no one
+        # means in a setting; a sign or "_" between digits stays int()'s to judge.
         try:
+            if not text.isascii():
+                raise ValueError(text)
             return int(text)
         except ValueError:
             raise ConfigError(f"{key}: {short_repr(raw)} is not an integer") from None
