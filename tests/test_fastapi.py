@@ -138,6 +138,45 @@ async def test_app_error_problem_json() -> None:
     assert r.headers["x-error-event-id"] == body["event_id"] == body["instance"]
 
 
+
+@pytest.mark.parametrize("kind", ["fastapi", "starlette"])
+async def test_an_app_error_header_with_several_values_sends_each(kind: str) -> None:
+    def handler() -> None:
+        raise errtrace.AppError("RATE_LIMITED", headers={
+            "Set-Cookie": ["session=a; Path=/", "region=eu; Path=/"], "X-Shard": "7",
+        })
+
+    if kind == "fastapi":
+        app: Any = errtrace.instrument(FastAPI())
+        app.get("/limited")(handler)
+    else:
+        async def endpoint(request: Request) -> PlainTextResponse:
+            handler()
+            return PlainTextResponse("unreachable")
+
+        app = errtrace.instrument(Starlette(routes=[Route("/limited", endpoint)]))
+    async with client(app) as c:
+        r = await c.get("/limited", headers=H)
+    assert r.status_code == 429 and r.json()["code"] == "RATE_LIMITED"
+    assert r.headers.get_list("set-cookie") == ["session=a; Path=/", "region=eu; Path=/"]
+    assert r.headers["x-shard"] == "7" and r.headers["x-trace-id"] == TRACE_ID
+    assert r.headers.get_list("content-type") == ["application/problem+json"]
+    assert int(r.headers["content-length"]) == len(r.content)
+
+
+async def test_the_apps_exception_handler_sends_each_value_of_an_error_header() -> None:
+    # The handler errtrace registers for Exception answers what reaches Starlette's own
+    # error middleware outside errtrace's (a middleware built in after it).
+    app = errtrace.instrument(Starlette())
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "query_string": b""}
+    err = errtrace.AppError("RATE_LIMITED", headers={"Set-Cookie": ["a=1", "b=2"]})
+    response = await app.exception_handlers[Exception](Request(scope), err)
+    assert response.status_code == 429
+    cookies = [v for k, v in response.raw_headers if k == b"set-cookie"]
+    assert cookies == [b"a=1", b"b=2"]
+    assert (b"content-type", b"application/problem+json") in response.raw_headers
+    assert (b"content-length", str(len(response.body)).encode()) in response.raw_headers
+
 async def test_unhandled_500_carries_context_and_no_secret() -> None:
     app, _ = make_fastapi()
     async with client(app) as c:

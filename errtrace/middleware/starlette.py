@@ -69,7 +69,10 @@ async def _problem_response(runtime: Runtime, request: Request, err: AppError) -
         if plain is not None:
             return Response(plain[2], status_code=plain[0], headers=dict(plain[1]))
     status, headers, body = runtime.http_error(err, ctx)
-    return Response(body, status_code=status, headers=dict(headers))
+    response = Response(body, status_code=status)
+    for name, value in headers:  # appended: a name may repeat (Set-Cookie)
+        response.headers.append(name, value)
+    return response
 
 
 def _is_default_handler(handler: Any) -> bool:
