@@ -21,7 +21,7 @@ the request's context, found in ``scope["errtrace.context"]``, instead of starti
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from errtrace.core.config import Config
@@ -124,9 +124,8 @@ class ErrtraceMiddleware:
                         runtime, failure, ctx, scope, receive, send_wrapper,
                         responder=self.responder, exc=exc,
                     )
-                elif not finished:
-                    event_stream = _is_event_stream(start_message.get("headers", ()))
-                    await self._end_stream(failure, ctx, send, event_stream)
+                elif not finished:  # `hold`: an event stream, and its error event is on
+                    await self._end_stream(failure, ctx, send, with_event=hold)
             except OSError:
                 pass  # the client is gone; the error is recorded already
         finally:
@@ -139,10 +138,10 @@ class ErrtraceMiddleware:
             failure = None
 
     async def _end_stream(
-        self, failure: Failure, ctx: ErrorContext, send: Send, event_stream: bool
+        self, failure: Failure, ctx: ErrorContext, send: Send, *, with_event: bool
     ) -> None:
         body = b""
-        if event_stream and self.runtime.config.sse_error_event:
+        if with_event:
             body = sse_error_event(failure.error, ctx, self.runtime.config)
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -178,13 +177,6 @@ async def answer(
         if answered:
             return
     await _send_encoded(send, *runtime.http_error_bytes(err, ctx))
-
-
-def _is_event_stream(headers: Sequence[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"content-type":
-            return value.startswith(b"text/event-stream")
-    return False
 
 
 class _RewritingSend:
