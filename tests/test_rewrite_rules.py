@@ -410,8 +410,8 @@ def test_ordinary_user_patterns_load(pattern: str) -> None:
 
 
 def test_builtin_patterns_pass_and_search_in_linear_time() -> None:
+    from errtrace.core._regex_safety import scans_quadratically
     from errtrace.core.rewrite._rules import BUILTIN_RULES
-    from errtrace.core.rewrite._safety import scans_quadratically
 
     patterns = [p for rule in BUILTIN_RULES for p in rule.patterns]
     assert len(BUILTIN_RULES) == 81
@@ -431,7 +431,7 @@ def test_builtin_patterns_pass_and_search_in_linear_time() -> None:
     ],
 )
 def test_quadratic_scans_are_detected(pattern: str, quadratic: bool) -> None:
-    from errtrace.core.rewrite._safety import scans_quadratically
+    from errtrace.core._regex_safety import scans_quadratically
 
     assert scans_quadratically(pattern) is quadratic
 
@@ -504,7 +504,7 @@ def test_pathological_inputs_complete(text: str) -> None:
 )
 def test_required_literal_gate(pattern: str, literal: str | None) -> None:
     """The substring tested before a regex runs is one every match contains."""
-    from errtrace.core.rewrite._safety import required_literal
+    from errtrace.core._regex_safety import required_literal
 
     assert required_literal(pattern) == literal
 

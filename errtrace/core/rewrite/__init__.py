@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from errtrace.core._regex_safety import MAX_PATTERN_LENGTH, find_unsafe_construct
 from errtrace.core.rewrite._engine import (
     DEFAULT_MAX_INPUT,
     Classification,
@@ -32,7 +33,6 @@ from errtrace.core.rewrite._engine import (
 )
 from errtrace.core.rewrite._loader import RuleFileError
 from errtrace.core.rewrite._rules import BUILTIN_RULES, Rule
-from errtrace.core.rewrite._safety import MAX_PATTERN_LENGTH, find_unsafe_construct
 
 __all__ = [
     "BUILTIN_RULES",

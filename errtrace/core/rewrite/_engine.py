@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from errtrace.core._regex_safety import (
+    find_unsafe_construct,
+    required_literal,
+    scans_quadratically,
+)
 from errtrace.core.codes import CodeRegistry, registry
 from errtrace.core.rewrite import _extract as ex
 from errtrace.core.rewrite._index import TOKEN_RE, TokenIndex, literal_first, quality
@@ -22,11 +27,6 @@ from errtrace.core.rewrite._loader import (
     rules_from_document,
 )
 from errtrace.core.rewrite._rules import BUILTIN_RULES, Rule, status_code_for
-from errtrace.core.rewrite._safety import (
-    find_unsafe_construct,
-    required_literal,
-    scans_quadratically,
-)
 
 log = logging.getLogger("errtrace")
 
@@ -36,7 +36,7 @@ DEFAULT_MAX_INPUT = 4096
 QUADRATIC_REGEX_MAX_INPUT = 1024
 """Characters a pattern whose failing search is quadratic (``\\w+\\d``, ``x.*y``) examines.
 
-:func:`~errtrace.core.rewrite._safety.find_unsafe_construct` refuses patterns that
+:func:`~errtrace.core._regex_safety.find_unsafe_construct` refuses patterns that
 backtrack worse than that; the rest still rescan a run of text from every start
 position, so they see only the start of the message: a few milliseconds at most.
 """

@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from errtrace.core._regex_safety import required_literal
 from errtrace.core.rewrite._index import literal_first
-from errtrace.core.rewrite._safety import required_literal
 
 Has = Callable[[str], bool]
 """``has(key)``: does the text contain ``key``? (``key in lowered``, or a faster

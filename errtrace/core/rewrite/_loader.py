@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from errtrace.core._regex_safety import MAX_PATTERN_LENGTH, find_unsafe_construct
 from errtrace.core.codes import CodeRegistry, registry
 from errtrace.core.rewrite._extract import normalize_provider
 from errtrace.core.rewrite._rules import Rule
-from errtrace.core.rewrite._safety import MAX_PATTERN_LENGTH, find_unsafe_construct
 
 USER_DEFAULT_PRIORITY = 500
 """Priority of a user rule that names none: above generic wording, below provider wording."""
