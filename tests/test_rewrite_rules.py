@@ -313,10 +313,58 @@ def test_module_level_load_rules_acts_on_the_default_table(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     "pattern",
-    [r"(a+)+$", r"(.*)*x", r"(?:\s+\w+){2,}", r"((ab)*)+", r".*.*=", r"x.+\s*.*y", r"(?P<n>a*)+"],
+    [
+        r"(a+)+$",
+        r"(.*)*x",
+        r"(?:\s*\w+){2,}",
+        r"(?:\w+\s?)+!",
+        r"((ab)*)+",
+        r".*.*=",
+        r"x.+\s*.*y",
+        r"(?P<n>a*)+",
+        r"^(a+)+$",
+    ],
 )
 def test_catastrophic_patterns_are_refused(pattern: str) -> None:
     assert find_unsafe_construct(pattern) is not None
+    assert find_unsafe_construct(pattern, fullmatch=True) is not None
+
+
+# A repeated group with an unbounded repetition inside is safe when each iteration
+# starts with a character that repetition cannot match: the iterations then split one
+# way only. Each of these searches (failing) in quadratic time at worst, not exponential.
+SEPARATED_GROUPS = [
+    (r"(?:\s+\w+){2,}!", True),
+    (r"(?:,\s*\w+)+;", True),
+    (r"(x+y+)+z", True),
+    (r"(?:\.[a-z0-9]+)*!", True),
+    (r"^[A-Z]{2,8}(?:\.[a-z0-9]+)*$", False),  # anchored: one start position
+    (r"\Akey(?:-\d+)+=", False),
+]
+
+
+@pytest.mark.parametrize(("pattern", "quadratic"), SEPARATED_GROUPS)
+def test_repeated_groups_with_a_separator_are_accepted(pattern: str, quadratic: bool) -> None:
+    from errtrace.core._regex_safety import scans_quadratically
+
+    assert find_unsafe_construct(pattern) is None
+    assert find_unsafe_construct(pattern, fullmatch=True) is None
+    assert scans_quadratically(pattern) is quadratic
+
+
+@pytest.mark.parametrize("pattern", [r"(?m)^\w+\s*\w+x", r"(?:^|,)\w+\s*\w+x"])
+def test_an_anchor_that_is_not_the_text_start_hides_nothing(pattern: str) -> None:
+    # ^ with MULTILINE, or as one alternative only, still lets a search start anywhere
+    assert find_unsafe_construct(pattern) is not None
+
+
+def test_only_an_anchor_at_the_text_start_ends_the_rescans() -> None:
+    from errtrace.core._regex_safety import scans_quadratically
+
+    assert scans_quadratically(r"\w+\d") is True
+    assert scans_quadratically(r"^\w+\d") is False
+    assert scans_quadratically(r"\A\w+\d") is False
+    assert scans_quadratically(r"(?m)^\w+\d") is True  # every line start is a start
 
 
 @pytest.mark.parametrize(

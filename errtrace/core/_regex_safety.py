@@ -4,7 +4,8 @@ Python's ``re`` is a backtracking engine: a pattern such as ``(a+)+$`` takes tim
 exponential in the input length when it fails to match, ``\\w+\\s*\\w+x`` cubic (with
 the retry at every start position of ``re.search``). Rule files are edited by operators
 and applied to text that comes from outside (provider responses, which often echo the
-caller's input), so every pattern, built-in or user-supplied, must pass
+caller's input), and the business-code pattern of the configuration is applied to a
+header of every request, so every such pattern, built-in or user-supplied, must pass
 :func:`find_unsafe_construct` before it is compiled.
 
 The pattern is parsed with ``re``'s own parser and walked left to right. A *variable
@@ -13,13 +14,18 @@ at one place); two of them *share text* when a character both can match exists a
 every item required between them can match such a character too (a required item
 neither matches forces the boundary). The check refuses, erring on the side of refusing:
 
-* a repeated group that contains an unbounded repetition (``(a+)+``, ``(?:\\s+\\w+){2,}``),
-  that can match empty text, or that can split the same text into iterations in two
-  ways (``(a|aa)+``, ``(?:a\\w?)+``);
+* a repeated group that can match empty text, or that can split the same text into
+  iterations in two ways (``(a|aa)+``, ``(?:a\\w?)+``, ``(a+)+``, ``(?:\\w+\\s?)+``): one
+  with an unbounded repetition inside passes only when a character it requires marks
+  where one iteration ends and the next begins (``(?:\\.[a-z0-9]+)*``, ``(?:,\\s*\\w+)+``);
 * two unbounded repetitions that share text (``\\w+\\s*\\w+``, ``.*:.*x``, ``.*.*``);
 * variable parts that share text with more than :data:`MAX_WAYS` ways to split it
   (``\\w?`` nine times), or more than :data:`MAX_WAYS_WITH_SCAN` beside an unbounded one;
 * unbounded or long look-arounds, and back-references.
+
+A search anchored at the start of the text (``^`` without MULTILINE, ``\\A``) fails at
+once at every other start position, so nothing before the anchor shares text with what
+follows it.
 
 Character sets are compared on a sample of characters (ASCII, Latin-1, other scripts'
 letters, digits and spaces, case-folding oddities, and every character the pattern
@@ -187,8 +193,14 @@ class _Var:
 _State = dict[int, _Var]
 
 _NESTED = (
-    "nested quantifier: a repeated group contains an unbounded repetition "
-    "(like (a+)+ or (.*)*), which can take exponential time"
+    "nested quantifier: a repeated group contains an unbounded repetition that can "
+    "match text of the next iteration (like (a+)+ or (.*)*), which can take "
+    "exponential time; start each iteration with a character the repetition cannot "
+    "match, as in (?:,\\s*\\w+)+"
+)
+_EMPTY_GROUP = (
+    "a repeated group that can match empty text (like (a?)+), which can take "
+    "exponential time"
 )
 _AMBIGUOUS_GROUP = (
     "a repeated group can match the same text in more than one way (like (a|aa)+ or "
@@ -353,6 +365,7 @@ class _Checker:
     """One pattern's analysis; see :func:`find_unsafe_construct`."""
 
     def __init__(self, tree: Any) -> None:
+        self.multiline = bool(tree.state.flags & re.MULTILINE)
         points: set[str] = set()
         _collect(tree, points)
         extra = points - _BASE.sample
@@ -477,7 +490,10 @@ class _Checker:
             if op in _CHAR_OPS:
                 self._required(state, self.charset(op, av))
             elif op is _c.AT:
-                continue
+                if av is _c.AT_BEGINNING_STRING or (
+                    av is _c.AT_BEGINNING and not self.multiline
+                ):
+                    state.clear()  # only text start: nothing before can take text after
             elif op is _c.SUBPATTERN:
                 state = self.walk(av[-1], state, end, strict)
             elif op is _ATOMIC:
@@ -544,15 +560,18 @@ class _Checker:
                 self._add(state, var)
             return state
         if hi > 1:
-            if self._has_unbounded(body):
-                raise _Unsafe(_NESTED)
+            nested = self._has_unbounded(body)
             if body.getwidth()[0] == 0:
-                raise _Unsafe(
-                    "a repeated group that can match empty text (like (a?)+), which can "
-                    "take exponential time"
-                )
-            # every iteration must end at one place: check two in a row
-            self.walk([*body, *body], {}, False, True)
+                raise _Unsafe(_NESTED if nested else _EMPTY_GROUP)
+            # Every iteration must end at one place: two in a row are checked, strictly.
+            # An unbounded repetition inside passes when something the iteration
+            # requires stops it from taking the next iteration's text.
+            try:
+                self.walk([*body, *body], {}, False, True)
+            except _Unsafe:
+                if nested:
+                    raise _Unsafe(_NESTED) from None
+                raise
         if lo == hi:
             for _ in range(min(hi, 2)):
                 state = self.walk(body, state, False, strict)
@@ -566,18 +585,23 @@ class _Checker:
 
 
 @functools.lru_cache(maxsize=4096)
-def _analyze(pattern: str) -> tuple[str | None, bool]:
-    if len(pattern) > MAX_PATTERN_LENGTH:
+def _analyze(pattern: str, fullmatch: bool = False) -> tuple[str | None, bool]:
+    if len(pattern) > MAX_PATTERN_LENGTH and not fullmatch:
         return f"pattern is {len(pattern)} characters, over the {MAX_PATTERN_LENGTH} limit", False
     try:
         tree = _parser.parse(pattern)
     except (re.error, RecursionError, OverflowError):
         return None, False  # not a valid pattern: re.compile reports it
     checker = _Checker(tree)
-    # re.search tries every start position: an unbounded ".*?" before the pattern
-    search = _Var(checker.sample, 0, 1, True, [], "")
+    if fullmatch:
+        # One start position, and the end of the text after the last item: it may
+        # backtrack too.
+        state: _State = {}
+    else:
+        # re.search tries every start position: an unbounded ".*?" before the pattern
+        state = {0: _Var(checker.sample, 0, 1, True, [], "")}
     try:
-        checker.walk(tree, {0: search}, True, False)
+        checker.walk(tree, state, not fullmatch, False)
     except _Unsafe as exc:
         return str(exc), False
     except RecursionError:
@@ -585,9 +609,14 @@ def _analyze(pattern: str) -> tuple[str | None, bool]:
     return None, checker.quadratic
 
 
-def find_unsafe_construct(pattern: str) -> str | None:
-    """Describe why ``pattern`` may backtrack catastrophically, or return None if it looks safe."""
-    return _analyze(pattern)[0]
+def find_unsafe_construct(pattern: str, *, fullmatch: bool = False) -> str | None:
+    """Describe why ``pattern`` may backtrack catastrophically, or return None if it looks safe.
+
+    By default the pattern is checked as ``re.search`` runs it, and may be at most
+    :data:`MAX_PATTERN_LENGTH` characters long; ``fullmatch=True`` checks it as
+    ``re.fullmatch`` runs it (one start position, the whole text), at any length.
+    """
+    return _analyze(pattern, fullmatch)[0]
 
 
 def scans_quadratically(pattern: str) -> bool:
