@@ -279,6 +279,45 @@ def test_a_biz_pattern_re_cannot_compile_is_a_config_error(pattern: str, reason:
     )
 
 
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        (r"^(a+)+$", "nested quantifier"),
+        (r"^(?:[a-z]+-?)+$", "nested quantifier"),
+        (r"^(a|aa)+$", "a repeated group can match the same text in more than one way"),
+        (r"^(?:x?)+$", "a repeated group that can match empty text"),
+        (r"^([a-z])\1$", "a back-reference"),
+    ],
+)
+def test_a_biz_pattern_that_can_backtrack_catastrophically_is_refused(
+    pattern: str, reason: str
+) -> None:
+    # It runs on the X-Biz-Code header of every request, up to 256 characters of it.
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={"ERRTRACE_BIZ_PATTERN": pattern})
+    message = str(info.value)
+    assert message.startswith(f"biz_pattern: {pattern!r} is unsafe: {reason}"), message
+    assert message.endswith("(from environment variable ERRTRACE_BIZ_PATTERN)")
+    with pytest.raises(ConfigError, match="is unsafe"):
+        Config(biz_pattern=pattern)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"^[A-Z]{2,8}(?:\.[a-z0-9]+)*$",
+        r"t\d+",
+        r"^(?:tenant-[0-9]{1,6}|internal)$",
+        r"[a-z]+(?::[a-z]+){0,3}",
+        # an enumeration longer than the 512 characters a rule-file pattern may have
+        "^(?:" + "|".join(f"team{i}" for i in range(200)) + ")$",
+    ],
+)
+def test_ordinary_biz_patterns_are_accepted(pattern: str) -> None:
+    config = Config.load(env={"ERRTRACE_BIZ_PATTERN": pattern})
+    assert config.biz_pattern == pattern
+
+
 @pytest.mark.parametrize("digits", ["\u0661\u0662", "1\u00b2", "\uff11\uff12"])
 def test_an_integer_setting_takes_ascii_digits_only(digits: str) -> None:
     # int() reads Arabic-Indic and full-width digits; a setting should not.
