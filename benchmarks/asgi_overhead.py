@@ -28,6 +28,11 @@ measures the error route as deployed instead: an unhandled error is logged once 
 its stack either way, by errtrace itself or, for the other variants, by the ASGI server
 that receives Starlette's re-raise (uvicorn logs "Exception in ASGI application" with
 the stack); records are formatted and written to ``os.devnull``.
+
+``--floor`` adds, on the error route, errtrace with the exception's translation, the
+event's recording and the problem+json encoding replaced by results computed once
+before the run: what remains is the middleware and the exception's way up the stack,
+the part of the error path no faster recording or encoding can remove.
 """
 
 from __future__ import annotations
@@ -184,6 +189,27 @@ def build_variants() -> tuple[dict[str, Variant], Any]:
     return variants, exporter
 
 
+def build_floor() -> Variant:
+    """errtrace whose runtime answers every error with one failure and one response
+    computed before the run (see ``--floor``)."""
+    app = errtrace.instrument(make_app(), config=errtrace.Config(service_name="floor"))
+    runtime = app.state.errtrace_runtime
+    ctx = runtime.start_pairs(HEADERS)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError as exc:
+        failure = runtime.fail(exc, ctx, transport="http", method="GET", route="/boom")
+    status, pairs, body = runtime.http_error_bytes(failure.error, ctx)
+
+    async def recorded(*args: object, **kwargs: object) -> object:
+        return failure
+
+    runtime.fail_async = recorded
+    # a copy each time: the middleware appends content-length to the list
+    runtime.http_error_bytes = lambda err, ctx: (status, list(pairs), body)
+    return Variant("floor", app, marker=b"x-trace-id")
+
+
 def make_scope(path: str) -> dict[str, Any]:
     return {
         "type": "http",
@@ -267,7 +293,7 @@ def check(loop: asyncio.AbstractEventLoop, variants: dict[str, Variant], exporte
             if route == "success":
                 assert start["status"] == 200 and raised is None, where
                 assert ctype == "application/json", (where, ctype)
-            elif variant.name == "errtrace":
+            elif variant.name in ("errtrace", "floor"):
                 assert start["status"] == 500 and raised is None, where
                 assert ctype == "application/problem+json", (where, ctype)
                 assert TRACE_ID.encode() in body, (where, body)
@@ -276,9 +302,11 @@ def check(loop: asyncio.AbstractEventLoop, variants: dict[str, Variant], exporte
                 assert ctype.startswith("text/plain"), (where, ctype)
             # A 500 sent by ServerErrorMiddleware (outside every user middleware) does not
             # pass through the peers' send wrappers; errtrace answers inside its own.
-            if variant.marker is not None and (route == "success" or variant.name == "errtrace"):
+            if variant.marker is not None and (
+                route == "success" or variant.name in ("errtrace", "floor")
+            ):
                 assert variant.marker in headers, (where, sorted(headers))
-            if variant.name == "errtrace":
+            if variant.name in ("errtrace", "floor"):
                 assert headers[b"x-trace-id"] == TRACE_ID.encode(), where
     spans = exporter.get_finished_spans()
     assert spans and all(f"{s.context.trace_id:032x}" == TRACE_ID for s in spans), spans
@@ -388,6 +416,20 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> N
         f"is {err_total:.2f}x\n"
     )
 
+    floor = results["error"].get("floor")
+    if floor is not None:
+        bare_error = results["error"]["bare"]
+        allowed = ERROR_FACTOR * med["error"]["bare"]
+        work = 1e6 * results["error"]["errtrace"].added_over(floor)
+        print(
+            f"Floor: errtrace with the error's translation, recording and encoding "
+            f"precomputed answers in {us(floor.median):.1f} µs "
+            f"({floor.ratio_to(bare_error):.2f}x the plain 500, median of the per-round "
+            f"ratios). The {ERROR_FACTOR:g}x budget ({allowed:.1f} µs) leaves "
+            f"{allowed - us(floor.median):.1f} µs for that work; it costs {work:.1f} µs "
+            f"here (errtrace minus the floor, paired by round).\n"
+        )
+
     a = ea <= added["success"]["correlation"]
     b = ea <= TRIVIAL_FACTOR * added["success"]["trivial"]
     c = err_total <= ERROR_FACTOR
@@ -427,6 +469,12 @@ def main(argv: list[str] | None = None) -> int:
         "record, and for the others the record an ASGI server (uvicorn) writes for the "
         "exception Starlette re-raises; records are formatted and written to os.devnull",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time, on the error route, errtrace with the error's translation, "
+        "recording and encoding replaced by precomputed results (the floor)",
+    )
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (5 if args.quick else 7)
     args.batch_seconds = args.batch_seconds or (0.06 if args.quick else 0.25)
@@ -449,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     loop = asyncio.new_event_loop()
     try:
         variants, exporter = build_variants()
+        if args.floor:
+            variants["floor"] = build_floor()
         check(loop, variants, exporter)
         results: dict[str, dict[str, Result]] = {}
         for route, path in ROUTES.items():
@@ -458,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                     make_batch(variants[v].app, path, TIMERS[args.timer], server_log),
                     teardown=variants[v].teardown,
                 )
-                for v in VARIANTS
+                for v in VARIANTS + (("floor",) if args.floor and route == "error" else ())
             }
             for run in cases.values():  # first requests: build middleware stacks, caches
                 run(50)
