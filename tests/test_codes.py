@@ -391,7 +391,46 @@ def test_an_empty_domain_is_refused_in_python_and_in_yaml(tmp_path: Path, domain
     )
 
 
-@pytest.mark.parametrize("field", ["fallback", "grpc_status", "level", "id", "retryable"])
+@pytest.mark.parametrize("domain", [" llm ", "llm ", "\tllm", "llm\n", "llm\u00a0"])
+def test_a_domain_with_surrounding_whitespace_is_refused_in_python_and_in_yaml(
+    tmp_path: Path, domain: str
+) -> None:
+    wanted = f"domain: {re.escape(repr(domain))} has leading or trailing whitespace"
+    with pytest.raises(CodeDefinitionError, match=f"^{wanted}"):
+        ErrorCode("MY_CODE", 3, domain=domain)
+    with pytest.raises(CodeDefinitionError, match=f"^{wanted}"):
+        ErrorCode("MY_CODE", 3).with_overrides(domain=domain)
+    reg = CodeRegistry()
+    with pytest.raises(CodeDefinitionError, match=rf"^MY_CODE\.{wanted}"):
+        reg.define("MY_CODE", 3, domain=domain)
+    path = write(tmp_path, f"codes:\n  - {{id: MY_CODE, level: 3, domain: {json.dumps(domain)}}}\n")
+    with pytest.raises(CodeDefinitionError) as info:
+        reg.load_yaml(path)
+    assert str(info.value).startswith(
+        f"{path}: codes[0] (MY_CODE).domain: {domain!r} has leading or trailing whitespace"
+    )
+    assert len(reg) == 0
+    assert reg.define("MY_CODE", 3, domain=domain.strip()).domain == "llm"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("maybe", "'maybe'"), ("1", "1"), ("'true'", "'true'"), ("[true]", "[True]")],
+)
+def test_a_bad_override_echoes_the_value_given(tmp_path: Path, value: str, shown: str) -> None:
+    path = write(tmp_path, f"codes:\n  - {{id: MODEL_GONE, level: 1, override: {value}}}\n")
+    reg = CodeRegistry()
+    with pytest.raises(CodeDefinitionError) as info:
+        reg.load_yaml(path)
+    assert str(info.value) == (
+        f"{path}: codes[0] (MODEL_GONE).override: {shown} is not true or false"
+    )
+    assert len(reg) == 0
+
+
+@pytest.mark.parametrize(
+    "field", ["fallback", "grpc_status", "level", "id", "retryable", "override"]
+)
 def test_a_huge_bad_value_is_shown_cut_short(tmp_path: Path, field: str) -> None:
     huge = "x" * 200_000
     fields = {"id": "MODEL_GONE", "level": 1, field: huge}

@@ -74,8 +74,9 @@ class ErrorCode:
     failing level (0-3); levels 4-6 never fail a request and have no status.
     ``fallback`` names the default fallback action (lower_snake_case of at most 64
     characters, such as ``fallback_model``) or is ``None``; ``extra`` is a mapping.
-    ``domain`` becomes ``google.rpc.ErrorInfo.domain`` and must not be empty. An invalid
-    field raises :class:`CodeDefinitionError` whose message starts with the field's name.
+    ``domain`` becomes ``google.rpc.ErrorInfo.domain``: it must not be empty nor start or
+    end with whitespace. An invalid field raises :class:`CodeDefinitionError` whose
+    message starts with the field's name.
     """
 
     id: str
@@ -137,6 +138,11 @@ class ErrorCode:
         if not self.domain.strip():  # google.rpc.ErrorInfo.domain must not be empty
             raise CodeDefinitionError(
                 "domain: must be a non-empty string (it is the ErrorInfo domain of gRPC errors)"
+            )
+        if self.domain != self.domain.strip():  # clients compare domains exactly: " llm " != "llm"
+            raise CodeDefinitionError(
+                f"domain: {short_repr(self.domain)} has leading or trailing whitespace "
+                "(it is the ErrorInfo domain of gRPC errors)"
             )
         if self.fallback is not None and (
             not isinstance(self.fallback, str) or not _ACTION_RE.match(self.fallback)
@@ -272,7 +278,9 @@ class CodeRegistry:
             code = code_from_mapping(entry, where)
             override = entry.get("override", False)
             if not isinstance(override, bool):
-                raise CodeDefinitionError(f"{where}.override: must be true or false")
+                raise CodeDefinitionError(
+                    f"{where}.override: {short_repr(override)} is not true or false"
+                )
             if code.id in seen:
                 raise CodeDefinitionError(
                     f"{where}.id: {code.id} is defined twice in the file, "
