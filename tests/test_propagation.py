@@ -370,6 +370,58 @@ def test_baggage_octets_that_are_not_utf8_become_replacement_characters() -> Non
     ]
 
 
+def _forward(baggage: str) -> str:
+    """The ``baggage`` a hop sends on its outgoing calls after receiving ``baggage``."""
+    ctx = extract({"baggage": baggage}, dict_getter)
+    out: dict[str, str] = {}
+    inject(ctx, out, dict_setter)
+    return out.get("baggage", "")
+
+
+@pytest.mark.parametrize(
+    ("inbound", "value", "sent"),
+    [
+        ("k=a%zzb", "a%zzb", "k=a%25zzb"),  # "%" not starting an escape is kept as is
+        ("k=a%4", "a%4", "k=a%254"),  # an escape cut short by the end
+        ("k=%", "%", "k=%25"),
+        ("k=%%41", "%A", "k=%25A"),
+        ("k=a%E2%82", "a\ufffd", "k=a%EF%BF%BD"),  # not UTF-8: U+FFFD, as W3C Baggage says
+        ("k=%41%7e", "A~", "k=A~"),  # needless escapes are sent plain
+    ],
+)
+def test_forwarded_baggage_with_a_malformed_escape_is_stable_after_the_first_hop(
+    inbound: str, value: str, sent: str
+) -> None:
+    hops = [inbound]
+    for _ in range(3):
+        hops.append(_forward(hops[-1]))
+    assert hops[1:] == [sent] * 3  # not one byte more per hop
+    assert [parse_baggage([wire]) for wire in hops] == [[("k", value, "")]] * 4
+
+
+@pytest.mark.parametrize(
+    ("inbound", "members"),
+    [
+        ("k=DF%2028", [("k", "DF 28", "")]),
+        ("k=a%2Cb%3Bc%22d", [("k", 'a,b;c"d', "")]),
+        ("k=100%25,e=%2541", [("k", "100%", ""), ("e", "%41", "")]),  # decoded once only
+        (
+            "k=caf%C3%A9%20%E2%98%95%F0%9F%98%80;ttl=60",  # UTF-8 of 2, 3 and 4 bytes
+            [("k", "caf\u00e9 \u2615\U0001f600", "ttl=60")],
+        ),
+        ("k=a=b/c:d", [("k", "a=b/c:d", "")]),
+    ],
+)
+def test_forwarded_baggage_with_well_formed_values_round_trips_byte_for_byte(
+    inbound: str, members: list[tuple[str, str, str]]
+) -> None:
+    assert parse_baggage([inbound]) == members
+    wire = inbound
+    for _ in range(3):
+        wire = _forward(wire)
+        assert wire == inbound
+
+
 def test_biz_code_survives_a_full_inbound_baggage() -> None:
     inbound = ",".join(f"k{i}=v{i}" for i in range(64))
     carrier = {"traceparent": TRACEPARENT, "baggage": inbound, "x-biz-code": "tenant-42"}

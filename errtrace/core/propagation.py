@@ -276,7 +276,9 @@ def _parse_baggage_member(member: str) -> tuple[str, str, str] | None:
     props = props.strip(_OWS)
     if props and not _valid_properties(props):
         return None
-    # W3C Baggage: octets that are not UTF-8 become U+FFFD; the member is kept.
+    # W3C Baggage: octets that are not UTF-8 become U+FFFD; the member is kept. A "%"
+    # that starts no escape ("a%zzb") stays a "%" and goes out as "%25", which decodes
+    # to the same value: forwarding changes such a value once, at the first hop.
     return key, unquote(value, errors="replace"), props
 
 
