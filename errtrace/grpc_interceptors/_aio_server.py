@@ -6,7 +6,10 @@ async generator function stays one. A plain function stays a plain function wrap
 with the sync server's own lifecycle (:class:`~._server.ServerBase`): the aio server
 then treats it exactly as it treats an uninstrumented sync handler, running it in its
 ``migration_thread_pool`` (or the loop's default executor when none was given) with a
-sync servicer context and a sync request iterator.
+sync servicer context and a sync request iterator. One addition: grpc.aio stops reading a
+sync response stream that outlives its call (client cancelled, deadline passed, a
+message could not be sent) without closing it, so errtrace closes it when the call ends
+and the handler's ``finally`` blocks run.
 
 A fallback defined with ``async def`` answers the failures of async handlers: they run
 on the loop, so ``runtime.fail_async`` awaits it. A plain-function handler runs in a
@@ -23,7 +26,10 @@ gets what the sync server's has and grpc's sync wrapper lacks: ``trailing_metada
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
@@ -37,6 +43,7 @@ from errtrace.grpc_interceptors._server import Behavior, ServerBase
 from errtrace.grpc_interceptors._status import Status
 
 _EMPTY: tuple[tuple[str, Any], ...] = ()
+log = logging.getLogger("errtrace")
 
 
 def _runs_on_loop(behavior: Behavior) -> bool:
@@ -159,6 +166,89 @@ class _SyncHandlerContext:
             callback(self)
 
 
+class _SyncStream:
+    """The response iterator grpc.aio gets for a sync streaming handler: one step of the
+    handler's stream per ``next()``, in grpc's worker thread, and closed when the call ends.
+
+    grpc.aio stops iterating a sync stream when the call ends before it (the client
+    cancelled, the deadline passed, a message could not be sent) and never closes it:
+    the handler's ``finally`` blocks would not run. :meth:`call_ended` runs when the
+    call's task is done and has the stream closed. The lock keeps the two apart: a
+    generator cannot be closed while it runs, so the close waits for the running step.
+    """
+
+    __slots__ = ("_context", "_ended", "_lock", "_open", "_over", "_stream")
+
+    def __init__(
+        self, open_stream: Callable[[], Iterator[Any]], context: _SyncHandlerContext
+    ) -> None:
+        self._open = open_stream
+        self._stream: Iterator[Any] | None = None
+        self._context = context
+        self._lock = threading.Lock()
+        self._ended = False
+        """The stream ran out, failed or was closed: no more steps."""
+        self._over = False
+        """The call ended (set on the loop)."""
+
+    def __iter__(self) -> _SyncStream:
+        return self
+
+    def __next__(self) -> Any:
+        with self._lock:
+            if self._ended:
+                raise StopIteration
+            try:
+                if self._stream is None:  # the handler starts in the worker thread
+                    self._stream = self._open()
+                item = next(self._stream)
+            except BaseException:  # StopIteration too: the stream is over
+                self._end()
+                raise
+            if self._over:  # the call ended during this step: nobody reads the item
+                self._end_after_call()
+                raise StopIteration
+            return item
+
+    def close(self) -> None:
+        """Close the handler's stream (its ``finally`` blocks run), unless it ended."""
+        with self._lock:
+            self._end()
+
+    def call_ended(self, _task: object) -> None:
+        """Have the stream closed, unless it ended first: the call's task is done."""
+        self._over = True
+        if self._ended:
+            return
+        # Not on the loop: the close may wait for a step, and runs the handler's cleanup.
+        # Not in grpc's pool either: its thread for this stream may be blocked for good.
+        try:
+            threading.Thread(target=self._close_after_call, daemon=True).start()
+        except RuntimeError:  # interpreter shutdown: no new threads
+            self._close_after_call()
+
+    def _close_after_call(self) -> None:
+        with self._lock:
+            self._end_after_call()
+
+    def _end_after_call(self) -> None:
+        try:
+            self._end()
+        except Exception:  # the call is over: nobody is left to get the error
+            log.exception("errtrace: closing a response stream after its call ended failed")
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            close = getattr(self._stream, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._context.run_done_callbacks()
+
+
 class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """errtrace for ``grpc.aio.server(interceptors=[...])`` (all four method kinds)."""
 
@@ -213,10 +303,16 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
 
         def stream_response(request: Any, context: Any) -> Iterator[Any]:
             handler_context = _SyncHandlerContext(context, trace_key)
+            stream = _SyncStream(lambda: wrapped(request, handler_context), handler_context)
+            # grpc.aio calls this on the loop, in the call's task, and iterates the stream
+            # in a worker thread.
             try:
-                yield from wrapped(request, handler_context)
-            finally:
-                handler_context.run_done_callbacks()
+                task = asyncio.current_task()
+            except RuntimeError:  # not on a loop: nothing tells when the call ends
+                task = None
+            if task is not None:
+                task.add_done_callback(stream.call_ended)
+            return stream
 
         return stream_response
 
