@@ -156,9 +156,11 @@ class _Exchange:
                 has_trace = True
         if not has_trace:
             headers = [*headers, (self.mw._trace_name, self.ctx.trace_id)]
+        # Noted once the server took them: a replacement it refuses (the headers went
+        # out) leaves the response the app started, an event stream included.
+        self.server_write = self.server_start(status, headers, exc_info)
         self.event_stream = event_stream
         self.status_called = True
-        self.server_write = self.server_start(status, headers, exc_info)
         return self.write
 
     def write(self, data: bytes) -> object:
@@ -279,7 +281,8 @@ class _ResponseBody:
         except BaseException:
             exchange.finish()
             raise
-        exchange.body_started = True
+        if chunk:  # an empty chunk hands the server no byte: the answer can still change
+            exchange.body_started = True
         return chunk
 
     def close(self) -> None:
