@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from errtrace.core.codes import short_repr
-from errtrace.core.propagation import PropagationSettings
+from errtrace.core.propagation import DEFAULT_BIZ_PATTERN, PropagationSettings
 
 ENV_PREFIX = "ERRTRACE_"
-_DEFAULT_BIZ_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 _HEADER_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}\Z")  # \Z: no final newline
 _PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,80}\Z")  # a variable name shown as it is
 
@@ -39,7 +38,7 @@ class Config:
     debug: bool = False
     """When true, exception text and provider messages are shown to clients. Never in prod."""
     biz_header: str = "X-Biz-Code"
-    biz_pattern: str = _DEFAULT_BIZ_PATTERN
+    biz_pattern: str = DEFAULT_BIZ_PATTERN
     baggage_biz_key: str = "biz.code"
     trace_id_header: str = "X-Trace-ID"
     error_code_header: str = "X-Error-Code"
@@ -80,7 +79,7 @@ class Config:
             raise ConfigError(
                 f"biz_pattern: {short_repr(self.biz_pattern)} is not a regex: {reason}"
             ) from None
-        if self.biz_pattern != _DEFAULT_BIZ_PATTERN:
+        if self.biz_pattern != DEFAULT_BIZ_PATTERN:
             # It runs on a header of every request: a pattern that can backtrack
             # catastrophically would let one client stall the server.
             from errtrace.core._regex_safety import find_unsafe_construct

@@ -81,12 +81,16 @@ dict_getter = DictGetter()
 dict_setter = DictSetter()
 
 
+DEFAULT_BIZ_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+"""What a business code must match unless configured otherwise."""
+
+
 @dataclass(frozen=True)
 class PropagationSettings:
     """The parts of :class:`~errtrace.Config` that extraction and injection use."""
 
     biz_header: str = "x-biz-code"
-    biz_pattern: re.Pattern[str] = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    biz_pattern: re.Pattern[str] = re.compile(DEFAULT_BIZ_PATTERN)
     baggage_biz_key: str = "biz.code"
     max_header_bytes: int = 8192
     sample_new_traces: bool = True
