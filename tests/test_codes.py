@@ -369,33 +369,21 @@ codes:
     )
 
 
-@pytest.mark.parametrize("domain", ["", "   ", "\t\n"])
-def test_an_empty_domain_is_refused_in_python_and_in_yaml(tmp_path: Path, domain: str) -> None:
-    wanted = r"^domain: must be a non-empty string"
-    with pytest.raises(CodeDefinitionError, match=wanted):
-        ErrorCode("MY_CODE", 3, domain=domain)
-    with pytest.raises(CodeDefinitionError, match=wanted):
-        ErrorCode("MY_CODE", 3).with_overrides(domain=domain)
-    reg = CodeRegistry()
-    with pytest.raises(CodeDefinitionError, match=r"^MY_CODE\.domain: must be a non-empty"):
-        reg.define("MY_CODE", 3, domain=domain)
-    path = write(tmp_path, f"codes:\n  - {{id: MY_CODE, level: 3, domain: {json.dumps(domain)}}}\n")
-    with pytest.raises(CodeDefinitionError) as info:
-        reg.load_yaml(path)
-    assert str(info.value).startswith(
-        f"{path}: codes[0] (MY_CODE).domain: must be a non-empty string"
-    )
-    assert len(reg) == 0
-    assert reg.define("MY_CODE", 3, domain="payments.example.com").domain == (
-        "payments.example.com"
-    )
-
-
-@pytest.mark.parametrize("domain", [" llm ", "llm ", "\tllm", "llm\n", "llm\u00a0"])
-def test_a_domain_with_surrounding_whitespace_is_refused_in_python_and_in_yaml(
-    tmp_path: Path, domain: str
+@pytest.mark.parametrize(
+    ("domain", "reason"),
+    [
+        *((d, "must be a non-empty string") for d in ("", "   ", "\t\n")),
+        # clients compare ErrorInfo domains exactly: " llm " is not "llm"
+        *(
+            (d, f"{d!r} has leading or trailing whitespace")
+            for d in (" llm ", "llm ", "\tllm", "llm\n", "llm\u00a0")
+        ),
+    ],
+)
+def test_an_empty_or_padded_domain_is_refused_in_python_and_in_yaml(
+    tmp_path: Path, domain: str, reason: str
 ) -> None:
-    wanted = f"domain: {re.escape(repr(domain))} has leading or trailing whitespace"
+    wanted = "domain: " + re.escape(reason)
     with pytest.raises(CodeDefinitionError, match=f"^{wanted}"):
         ErrorCode("MY_CODE", 3, domain=domain)
     with pytest.raises(CodeDefinitionError, match=f"^{wanted}"):
@@ -406,11 +394,9 @@ def test_a_domain_with_surrounding_whitespace_is_refused_in_python_and_in_yaml(
     path = write(tmp_path, f"codes:\n  - {{id: MY_CODE, level: 3, domain: {json.dumps(domain)}}}\n")
     with pytest.raises(CodeDefinitionError) as info:
         reg.load_yaml(path)
-    assert str(info.value).startswith(
-        f"{path}: codes[0] (MY_CODE).domain: {domain!r} has leading or trailing whitespace"
-    )
+    assert str(info.value).startswith(f"{path}: codes[0] (MY_CODE).domain: {reason}")
     assert len(reg) == 0
-    assert reg.define("MY_CODE", 3, domain=domain.strip()).domain == "llm"
+    assert reg.define("MY_CODE", 3, domain="llm").domain == "llm"
 
 
 @pytest.mark.parametrize(
