@@ -45,9 +45,15 @@ def raising_app(exc: BaseException) -> WSGIApp:
 class TrackedBody:
     """A body iterable that yields ``chunks``, then raises ``error`` (if any)."""
 
-    def __init__(self, chunks: list[bytes], error: Exception | None = None) -> None:
+    def __init__(
+        self,
+        chunks: list[bytes],
+        error: Exception | None = None,
+        close_error: Exception | None = None,
+    ) -> None:
         self.chunks = chunks
         self.error = error
+        self.close_error = close_error
         self.closed = 0
         self.seen: list[ErrtraceContextView] = []
 
@@ -60,6 +66,8 @@ class TrackedBody:
 
     def close(self) -> None:
         self.closed += 1
+        if self.close_error is not None:
+            raise self.close_error
 
 
 class ErrtraceContextView:
@@ -349,6 +357,54 @@ def test_context_reset_at_exhaustion_then_close_still_closes_the_app_body() -> N
     assert body.closed == 2 and errtrace.current() is None
 
 
+def test_an_error_raised_by_close_after_the_body_is_recorded_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A teardown that fails once the client has its answer (a session that cannot
+    # commit, a lease that cannot be returned) is an error of this request.
+    body = TrackedBody([b"all ", b"of it"], close_error=RuntimeError("commit failed"))
+    caplog.handler.addFilter(errtrace.ContextFilter())
+    with capture_events() as events, caplog.at_level("ERROR", logger="errtrace"):
+        result, started = _call(
+            ErrtraceWSGIMiddleware(streaming_app(body)), {"traceparent": TRACEPARENT}
+        )
+        assert b"".join(result) == b"all of it"
+        assert errtrace.current() is None  # reset when the body was exhausted
+        result.close()  # type: ignore[attr-defined]
+    assert started[0][0] == "200 OK" and body.closed == 1
+    assert [(e.code, e.response_started, e.trace_id) for e in events] == [
+        ("INTERNAL", True, TRACE_ID)
+    ]
+    assert events[0].exception_type == "RuntimeError"
+    assert errtrace.current() is None
+    logged = [r for r in caplog.records if r.exc_info]
+    assert len(logged) == 1 and logged[0].exc_info[1] is body.close_error  # type: ignore[index]
+    assert getattr(logged[0], "trace_id", None) == TRACE_ID  # the context, bound again
+
+
+def test_an_error_in_the_body_and_one_in_close_are_two_events() -> None:
+    body = TrackedBody([b"a"], RuntimeError("mid-body"), close_error=ValueError("close"))
+    with capture_events() as events:
+        r = client(streaming_app(body)).get("/", headers={"traceparent": TRACEPARENT})
+        data = r.data
+        r.close()
+    assert (r.status_code, data) == (200, b"a")
+    assert [(e.code, e.exception_type) for e in events] == [
+        ("INTERNAL", "RuntimeError"), ("INTERNAL", "ValueError")
+    ]
+    assert errtrace.current() is None
+
+
+def test_close_failing_when_the_server_gives_up_early_still_resets_the_context() -> None:
+    body = TrackedBody([b"a", b"b"], close_error=ConnectionResetError("lease service gone"))
+    with capture_events() as events:
+        result, _ = _call(ErrtraceWSGIMiddleware(streaming_app(body)), {"traceparent": TRACEPARENT})
+        assert next(iter(result)) == b"a"
+        result.close()  # type: ignore[attr-defined]
+    assert errtrace.current() is None
+    assert [(e.code, e.response_started) for e in events] == [("UPSTREAM_UNAVAILABLE", True)]
+
+
 def test_after_response_runs_once_after_the_body(monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = Runtime(Config.load())
     done: list[Any] = []
@@ -463,6 +519,17 @@ def test_real_server_streams_context_and_ends_cleanly_on_a_mid_stream_error() ->
     assert [(e.code, e.response_started) for e in ev] == [("INTERNAL", True)]
     # The server closes the body after the client has the last byte: wait for it.
     assert wait_until(lambda: body.closed == 1)
+
+
+def test_real_server_answers_in_full_when_close_fails_and_records_it() -> None:
+    body = TrackedBody([b"a", b"b"], close_error=RuntimeError("teardown failed"))
+    with serve(ErrtraceWSGIMiddleware(streaming_app(body))) as url, capture_events() as ev:
+        r = httpx.get(url, headers={"traceparent": TRACEPARENT})
+        assert wait_until(lambda: len(ev) == 1)
+    assert r.status_code == 200 and r.content == b"ab"
+    assert [(e.code, e.response_started, e.trace_id) for e in ev] == [
+        ("INTERNAL", True, TRACE_ID)
+    ]
 
 
 def raw_request(url: str, method: str) -> tuple[dict[str, str], bytes]:

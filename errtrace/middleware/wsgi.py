@@ -191,6 +191,26 @@ class _Exchange:
             return [sse_error_event(failure.error, self.ctx, mw.runtime.config)]
         return []
 
+    def fail_after_close(self, exc: Exception) -> None:
+        """Record ``exc``, raised while the body was closed: nothing can be sent."""
+        environ = self.environ
+        runtime = self.mw.runtime
+        # After the body was exhausted the context is no longer bound: bound again for
+        # the time of the recording, so that its log record carries the trace id.
+        token = bind(self.ctx) if self.done else None
+        try:
+            failure = runtime.fail(
+                exc, self.ctx, transport="http", method=environ.get("REQUEST_METHOD"),
+                route=environ.get("PATH_INFO"), response_started=True,
+            )
+        finally:
+            if token is not None:
+                reset(token)
+        if self.done:  # the request has ended: its after-response actions ran already
+            runtime.after_response(failure)
+        elif self.failure is None:
+            self.failure = failure
+
     def _respond(self, failure: Failure) -> Iterable[bytes]:
         runtime = self.mw.runtime
         result = failure.fallback_result
@@ -287,19 +307,28 @@ class _ResponseBody:
 
     def close(self) -> None:
         """Close the app's iterable (always, per PEP 3333) and the error body that
-        replaced it, each once, then end the request."""
+        replaced it, each once, then end the request.
+
+        An exception a ``close()`` raises comes after the answer (or after the server
+        gave up on it): it is recorded as an error of this request and not raised to
+        the server, as an error after an ASGI response ended is.
+        """
         exchange = self._exchange
         try:
-            _close(self._inner)
-        finally:
             try:
-                # When the app raised before returning, the replacement *is* the inner
-                # body: closing it again would run its close callbacks twice.
-                replacement = exchange.replacement
-                if replacement is not self._inner:
+                _close(self._inner)
+            except Exception as exc:
+                exchange.fail_after_close(exc)
+            # When the app raised before returning, the replacement *is* the inner
+            # body: closing it again would run its close callbacks twice.
+            replacement = exchange.replacement
+            if replacement is not self._inner:
+                try:
                     _close(replacement)
-            finally:
-                exchange.finish()
+                except Exception as exc:
+                    exchange.fail_after_close(exc)
+        finally:
+            exchange.finish()
 
 
 _STATUS_LINES: dict[int, str] = {}
