@@ -416,6 +416,21 @@ def test_after_response_runs_once_after_the_body(monkeypatch: pytest.MonkeyPatch
     assert len(done) == 1 and done[0].error.code == "INTERNAL"
 
 
+def test_after_response_runs_for_an_error_raised_by_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server stops after the error event, before the end: both errors of the request
+    # get their after-response actions (a level 0 exit), the one of close() included.
+    runtime = Runtime(Config.load())
+    done: list[Any] = []
+    monkeypatch.setattr(runtime, "after_response", done.append)
+    body = TrackedBody([b"data: 1\n\n"], RuntimeError("mid"), close_error=ValueError("close"))
+    result, _ = _call(ErrtraceWSGIMiddleware(streaming_app(body, "text/event-stream"), runtime))
+    chunks = iter(result)
+    assert next(chunks) == b"data: 1\n\n"
+    assert next(chunks).startswith(b"event: error\n")
+    result.close()  # type: ignore[attr-defined]
+    assert [type(failure.error.cause) for failure in done] == [ValueError, RuntimeError]
+
+
 # -- policy: fallbacks and hooks -------------------------------------------------------
 
 

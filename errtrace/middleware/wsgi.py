@@ -206,10 +206,9 @@ class _Exchange:
         finally:
             if token is not None:
                 reset(token)
-        if self.done:  # the request has ended: its after-response actions ran already
-            runtime.after_response(failure)
-        elif self.failure is None:
-            self.failure = failure
+        # Closing is the request's last step, so its after-response actions run now
+        # (those of an earlier error of the request run when it ends, as before).
+        runtime.after_response(failure)
 
     def _respond(self, failure: Failure) -> Iterable[bytes]:
         runtime = self.mw.runtime
