@@ -313,17 +313,14 @@ class _ResponseBody:
         the server, as an error after an ASGI response ended is.
         """
         exchange = self._exchange
+        inner, replacement = self._inner, exchange.replacement
+        # When the app raised before returning, the replacement *is* the inner body:
+        # closing it again would run its close callbacks twice.
+        bodies = (inner,) if replacement is inner else (inner, replacement)
         try:
-            try:
-                _close(self._inner)
-            except Exception as exc:
-                exchange.fail_after_close(exc)
-            # When the app raised before returning, the replacement *is* the inner
-            # body: closing it again would run its close callbacks twice.
-            replacement = exchange.replacement
-            if replacement is not self._inner:
+            for body in bodies:
                 try:
-                    _close(replacement)
+                    _close(body)
                 except Exception as exc:
                     exchange.fail_after_close(exc)
         finally:
