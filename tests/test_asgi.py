@@ -119,13 +119,31 @@ async def test_app_error_uses_its_code_status() -> None:
     assert r.headers["retry-after"] == "1"
 
 
-async def test_error_after_start_records_and_ends_cleanly() -> None:
+async def test_error_after_start_is_recorded_and_leaves_the_body_unfinished() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/plain", "headers": []}
+    with errtrace.testing.capture_events() as events:
+        await ErrtraceMiddleware(mid_stream_app)(scope, receive, send)  # does not raise
+    # No second response, and no end of the body: the server closes the connection, so
+    # the client sees the body cut short instead of a complete-looking one.
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[1]["body"] == b"data: first\n\n" and sent[1]["more_body"] is True
+    assert events[0].code == "LLM_OVERLOADED" and events[0].response_started is True
+
+
+async def test_a_client_sees_a_failed_plain_stream_as_incomplete() -> None:
     with errtrace.testing.capture_events() as events:
         async with client(ErrtraceMiddleware(mid_stream_app)) as c:
-            r = await c.get("/plain")
-    assert r.status_code == 200  # no second response
-    assert r.text == "data: first\n\n"
-    assert events[0].code == "LLM_OVERLOADED" and events[0].response_started is True
+            with pytest.raises(AssertionError):  # httpx's check of a complete response
+                await c.get("/plain")
+    assert [e.code for e in events] == ["LLM_OVERLOADED"]
 
 
 async def test_sse_gets_a_final_error_event() -> None:
@@ -140,10 +158,19 @@ async def test_sse_gets_a_final_error_event() -> None:
 
 
 async def test_sse_error_event_can_be_disabled() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
     app = ErrtraceMiddleware(mid_stream_app, sse_error_event=False)
-    async with client(app) as c:
-        r = await c.get("/sse")
-    assert r.text == "data: first\n\n"
+    await app({"type": "http", "method": "GET", "path": "/sse", "headers": []}, receive, send)
+    # No error event: the stream is then left unfinished like any other body.
+    assert [m.get("body") for m in sent[1:]] == [b"data: first\n\n"]
+    assert sent[-1]["more_body"] is True
 
 
 async def test_fallback_result_answers_the_request() -> None:

@@ -2,21 +2,29 @@
 
 It wraps ``send`` (it does not subclass Starlette's HTTP middleware base class, which
 breaks contextvars), adds ``X-Trace-ID`` on ``http.response.start``, and turns an
-exception escaping the app into a problem+json response when nothing was sent yet. After
-the response started it records the error and ends the body cleanly; a
-``text/event-stream`` response first gets a final ``event: error`` carrying the problem
-document; a response already ended (by its last body message, or by the server
-extensions ``http.response.pathsend`` and ``zerocopysend``) gets nothing more.
-Lifespan and websocket scopes pass through untouched.
+exception escaping the app into a problem+json response when nothing was sent yet.
 
-An event stream's closing message is held until the app returns, so that an error raised
-after it (Starlette's HTTP middleware base class, between errtrace and the route, sends
-the end of the body before it re-raises) still reaches the client as its ``event:
-error``; the stream then ends when the app returns, after any background task of the
-response.
+After the response started there is no second answer: the error is recorded, and a
+``text/event-stream`` response gets a final ``event: error`` carrying the problem
+document, then its end. Any other response is left unfinished (its last body message is
+never sent), so that the server closes the connection and the client sees a body cut
+short rather than a complete-looking one; uvicorn then logs "ASGI callable returned
+without completing response" next to errtrace's own record of the error. A response
+already ended (by its last body message, or by the server extensions
+``http.response.pathsend`` and ``zerocopysend``) gets nothing more. Lifespan and
+websocket scopes pass through untouched.
 
-A second ``ErrtraceMiddleware`` below the first (a mounted, instrumented sub-app) keeps
-the request's context, found in ``scope["errtrace.context"]``, instead of starting one.
+With ``hold_stream_end`` (the default for a middleware added by hand), an event
+stream's closing message is held until the app returns, so that an error raised after
+it (Starlette's HTTP middleware base class, between errtrace and the route, sends the
+end of the body before it re-raises) still reaches the client as its ``event: error``;
+the stream then ends when the app returns, after any background task of the response.
+``errtrace.instrument()`` does not need that: it puts a second middleware right around
+the routes, inside the app's own middlewares, and neither holds anything.
+
+A second ``ErrtraceMiddleware`` below the first (that inner one, or a mounted,
+instrumented sub-app) keeps the request's context, found in ``scope["errtrace.context"]``,
+instead of starting one.
 """
 
 from __future__ import annotations
@@ -44,7 +52,13 @@ SCOPE_KEY = "errtrace.context"
 
 
 class ErrtraceMiddleware:
-    """Pure ASGI middleware; ``errtrace.instrument(app)`` installs it for you."""
+    """Pure ASGI middleware; ``errtrace.instrument(app)`` installs it for you.
+
+    ``add_trace_header=False`` leaves ``X-Trace-ID`` to an errtrace middleware above;
+    ``hold_stream_end`` and ``rewrite`` are described in the module docstring and in
+    :class:`~errtrace.Config` (``rewrite_responses``); ``rewrite=False`` leaves response
+    rewriting to an errtrace middleware below.
+    """
 
     def __init__(
         self,
@@ -53,12 +67,20 @@ class ErrtraceMiddleware:
         *,
         config: Config | None = None,
         responder: Responder | None = None,
+        add_trace_header: bool = True,
+        hold_stream_end: bool = True,
+        rewrite: bool = True,
         **options: Any,
     ) -> None:
         self.app = app
         self.runtime = runtime = resolve_runtime(runtime, config, options)
         self.responder = responder
-        self._trace_header = runtime.config.trace_id_header.lower().encode("latin-1")
+        self._trace_header = (
+            runtime.config.trace_id_header.lower().encode("latin-1") if add_trace_header
+            else None
+        )
+        self._hold = hold_stream_end
+        self._rewrite = rewrite
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,8 +93,8 @@ class ErrtraceMiddleware:
             scope[SCOPE_KEY] = ctx = runtime.start_pairs(scope["headers"])
             token = bind(ctx)
         trace_name = self._trace_header
-        trace_header = (trace_name, ctx.trace_id.encode())
-        hold_streams = runtime.config.sse_error_event
+        trace_header = (trace_name, ctx.trace_id.encode()) if trace_name is not None else None
+        hold_streams = self._hold and runtime.config.sse_error_event
         start_message: Message | None = None
         hold = held = finished = False
 
@@ -81,15 +103,16 @@ class ErrtraceMiddleware:
             kind = message["type"]
             if kind == "http.response.start":
                 start_message = message
-                headers = message.get("headers", ())
-                missing = True
-                for name, value in headers:
-                    if name == trace_name:
-                        missing = False
-                    elif name == b"content-type" and value[:17] == b"text/event-stream":
-                        hold = hold_streams
-                if missing:  # a copy: the app may reuse its header list
-                    message["headers"] = [*headers, trace_header]
+                if trace_header is not None or hold_streams:
+                    headers = message.get("headers", ())
+                    missing = trace_header is not None
+                    for name, value in headers:
+                        if name == trace_name:
+                            missing = False
+                        elif name == b"content-type" and value[:17] == b"text/event-stream":
+                            hold = hold_streams
+                    if missing:  # a copy: the app may reuse its header list
+                        message["headers"] = [*headers, trace_header]
             elif kind == "http.response.body" and not message.get("more_body", False):
                 if hold:  # an event stream's end waits for the app to return
                     held = True
@@ -106,7 +129,8 @@ class ErrtraceMiddleware:
 
         failure: Failure | None = None
         app_send: Send = send_wrapper
-        if runtime.config.rewrite_responses and runtime.config.rewrites(scope.get("path", "")):
+        config = runtime.config
+        if self._rewrite and config.rewrite_responses and config.rewrites(scope.get("path", "")):
             app_send = _RewritingSend(runtime, ctx, scope, receive, send_wrapper)
         try:
             await self.app(scope, receive, app_send)
@@ -124,8 +148,10 @@ class ErrtraceMiddleware:
                         runtime, failure, ctx, scope, receive, send_wrapper,
                         responder=self.responder, exc=exc,
                     )
-                elif not finished:  # `hold`: an event stream, and its error event is on
-                    await self._end_stream(failure, ctx, send, with_event=hold)
+                elif not finished and config.sse_error_event and _is_event_stream(start_message):
+                    await self._end_stream(failure, ctx, send)
+                # Any other started response stays unfinished: the server closes the
+                # connection, and the client sees the body was cut short.
             except OSError:
                 pass  # the client is gone; the error is recorded already
         finally:
@@ -137,13 +163,16 @@ class ErrtraceMiddleware:
             # `failure`: drop it so the request's objects are freed without the GC.
             failure = None
 
-    async def _end_stream(
-        self, failure: Failure, ctx: ErrorContext, send: Send, *, with_event: bool
-    ) -> None:
-        body = b""
-        if with_event:
-            body = sse_error_event(failure.error, ctx, self.runtime.config)
+    async def _end_stream(self, failure: Failure, ctx: ErrorContext, send: Send) -> None:
+        body = sse_error_event(failure.error, ctx, self.runtime.config)
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _is_event_stream(start: Message) -> bool:
+    return any(
+        name == b"content-type" and value[:17] == b"text/event-stream"
+        for name, value in start.get("headers", ())
+    )
 
 
 async def answer(
@@ -207,7 +236,16 @@ class _RewritingSend:
             else:
                 self.start = message
             return
-        if kind != "http.response.body" or self.start is None:
+        if kind != "http.response.body":
+            if self.start is not None:  # a server extension's body (pathsend): kept as is
+                self.passing = True
+                await self.send(self.start)
+                if self.chunks:
+                    await self.send({"type": "http.response.body",
+                                     "body": b"".join(self.chunks), "more_body": True})
+            await self.send(message)
+            return
+        if self.start is None:
             await self.send(message)
             return
         body = bytes(message.get("body", b""))

@@ -8,6 +8,9 @@ turns ``HTTPException`` (and FastAPI ``RequestValidationError``) into plain JSON
   middleware stack (on its first request), moves it to the outermost place among the
   user middlewares, whatever the order of ``add_middleware`` calls: CORS preflights,
   trusted-host and authentication rejections carry ``X-Trace-ID`` and see the context;
+* puts a second one innermost, right around the routes, sharing the request's context:
+  the errors of the routes are answered there, so that their answers pass through the
+  app's middlewares (CORS headers, compression) as ``HTTPException`` answers do;
 * installs exception handlers for ``HTTPException`` and ``RequestValidationError`` that
   answer with problem+json, keeping the framework's status and headers (also for a
   websocket handshake, which Starlette answers with the response as a denial);
@@ -128,9 +131,18 @@ def _hook_build(app: Starlette, runtime: Runtime, own_handler: Any) -> None:
         entries = app.user_middleware
         entries[:] = [m for m in entries if not _is_ours(m, runtime)]
         responder = _handler_responder(theirs) if theirs is not None else None
-        entries.insert(
-            0, Middleware(ErrtraceMiddleware, runtime=runtime, responder=responder)  # type: ignore[arg-type]
-        )
+        # Outermost: the context and X-Trace-ID for every answer, the app's middlewares'
+        # own included, and the errors those middlewares raise. Innermost: the errors of
+        # the routes, answered there so that their answers go out through the app's
+        # middlewares (CORS, compression, security headers) like any other answer.
+        entries.insert(0, Middleware(
+            ErrtraceMiddleware, runtime=runtime, responder=responder,  # type: ignore[arg-type]
+            hold_stream_end=False, rewrite=False,
+        ))
+        entries.append(Middleware(
+            ErrtraceMiddleware, runtime=runtime, responder=responder,  # type: ignore[arg-type]
+            add_trace_header=False, hold_stream_end=False,
+        ))
         for route in app.routes:
             _instrument_mounted(route, runtime)
         return build()
