@@ -3,7 +3,8 @@
 Apps are real: FastAPI apps instrumented with ``errtrace.instrument`` (so problem+json
 comes from errtrace itself) and a plain Starlette app for foreign error shapes, reached
 through ``httpx.ASGITransport`` (async) or a uvicorn server on 127.0.0.1 (sync, and
-connection failures / timeouts, which need a socket).
+connection failures / timeouts, which need a socket). A raw socket server sends bodies
+that stall or are cut short after the headers.
 """
 
 from __future__ import annotations
@@ -753,6 +754,29 @@ async def test_async_error_responses_give_their_connection_back(down_url: str) -
             assert info.value.code in ("LLM_RATE_LIMITED", "UPSTREAM_ERROR")
 
 
+def test_a_streamed_answer_closed_unread_gives_its_connection_back(down_url: str) -> None:
+    # The body wrapper must pass close() on, or the pool's only connection stays taken.
+    limits = httpx.Limits(max_connections=1)
+    timeout = httpx.Timeout(2, pool=0.5)
+    with eh.client(base_url=down_url, limits=limits, timeout=timeout) as client:
+        for _ in range(3):
+            with client.stream("GET", "/echo") as response:
+                assert response.status_code == 200
+        assert client.get("/echo").json()["ctx"]["trace_id"]
+
+
+@pytest.mark.anyio
+async def test_async_streamed_answer_closed_unread_gives_its_connection_back(
+    down_url: str,
+) -> None:
+    limits = httpx.Limits(max_connections=1)
+    timeout = httpx.Timeout(2, pool=0.5)
+    async with eh.async_client(base_url=down_url, limits=limits, timeout=timeout) as client:
+        for _ in range(3):
+            async with client.stream("GET", "/echo") as response:
+                assert response.status_code == 200
+        assert (await client.get("/echo")).json()["ctx"]["trace_id"]
+
 def test_error_from_response_with_a_plain_client(down_url: str) -> None:
     with httpx.Client(base_url=down_url) as client:
         response = client.get("/fail")
@@ -852,6 +876,158 @@ async def test_async_read_timeout_is_timeout(down_url: str) -> None:
             await client.get("/slow")
     assert info.value.code == "TIMEOUT"
     assert isinstance(info.value.__cause__, httpx.ReadTimeout)
+
+
+class BodyFailure:
+    """A raw HTTP/1.1 server on 127.0.0.1 that sends a 200's headers and 3 of the 100
+    body bytes it announces, then stalls (``cut=False``) or closes the connection."""
+
+    def __init__(self, *, cut: bool) -> None:
+        self.cut = cut
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)  # so that the accept loop sees `done`
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(5)
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self.done.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            received = b""
+            # Read the whole request first: closing with unread bytes would send a reset.
+            while b"\r\n\r\n" not in received:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                received += chunk
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+            if not self.cut:
+                self.done.wait(5)
+
+
+# (server mode, the code, the httpx exception it is raised from)
+BODY_FAILURES = [
+    pytest.param((False, "TIMEOUT", httpx.ReadTimeout), id="body-stalls"),
+    pytest.param((True, "UPSTREAM_UNAVAILABLE", httpx.RemoteProtocolError), id="peer-cuts-body"),
+]
+
+
+@pytest.fixture(params=BODY_FAILURES)
+def body_failure(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, type[Exception]]]:
+    cut, code, cause = request.param
+    with BodyFailure(cut=cut) as url:
+        yield url, code, cause
+
+
+def assert_body_failure(
+    info: pytest.ExceptionInfo[errtrace.AppError], code: str, cause: type[Exception]
+) -> None:
+    # The same error as a failure before the headers: a TransientError a retry loop
+    # catches, raised from the httpx exception, which names the request.
+    assert isinstance(info.value, errtrace.TransientError)
+    assert info.value.code == code
+    assert info.value.retryable
+    assert isinstance(info.value.__cause__, cause)
+    assert info.value.__cause__.request.url.path == "/x"
+    assert "traceparent" in info.value.__cause__.request.headers
+
+
+def sync_clients() -> list[Any]:
+    return [
+        pytest.param(lambda: eh.client(timeout=0.2), id="instrumented"),
+        pytest.param(
+            lambda: httpx.Client(transport=eh.ErrtraceTransport(), timeout=0.2), id="by-hand"
+        ),
+    ]
+
+
+@pytest.mark.parametrize("make_client", sync_clients())
+def test_sync_body_failure_after_the_headers_is_translated(
+    body_failure: tuple[str, str, type[Exception]], make_client: Callable[[], httpx.Client]
+) -> None:
+    url, code, cause = body_failure
+    with (
+        make_client() as client,
+        errtrace.testing.capture_events() as recorded,
+        pytest.raises(errtrace.AppError) as info,
+    ):
+        client.get(f"{url}/x")
+    assert_body_failure(info, code, cause)
+    assert recorded == []  # the adapter raises; the middleware records, if nothing handles it
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("by_hand", [False, True], ids=["instrumented", "by-hand"])
+async def test_async_body_failure_after_the_headers_is_translated(
+    body_failure: tuple[str, str, type[Exception]], by_hand: bool
+) -> None:
+    url, code, cause = body_failure
+    client = (
+        httpx.AsyncClient(transport=eh.AsyncErrtraceTransport(), timeout=0.2)
+        if by_hand else eh.async_client(timeout=0.2)
+    )
+    async with client:
+        with errtrace.testing.capture_events() as recorded, pytest.raises(
+            errtrace.AppError
+        ) as info:
+            await client.get(f"{url}/x")
+    assert_body_failure(info, code, cause)
+    assert recorded == []
+
+
+@pytest.mark.parametrize("read", ["iter_bytes", "iter_raw", "read"])
+def test_sync_streamed_body_failure_is_translated_and_the_response_closed(
+    body_failure: tuple[str, str, type[Exception]], read: str
+) -> None:
+    url, code, cause = body_failure
+    with eh.client(timeout=0.2) as client:
+        with client.stream("GET", f"{url}/x") as response:
+            assert response.status_code == 200
+            with pytest.raises(errtrace.AppError) as info:
+                if read == "read":
+                    response.read()
+                else:
+                    for _ in getattr(response, read)():
+                        pass
+        assert response.is_closed
+        assert response.elapsed > timedelta(0)  # httpx's own close ran
+    assert_body_failure(info, code, cause)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("read", ["aiter_bytes", "aiter_raw", "aread"])
+async def test_async_streamed_body_failure_is_translated_and_the_response_closed(
+    body_failure: tuple[str, str, type[Exception]], read: str
+) -> None:
+    url, code, cause = body_failure
+    async with eh.async_client(timeout=0.2) as client:
+        async with client.stream("GET", f"{url}/x") as response:
+            assert response.status_code == 200
+            with pytest.raises(errtrace.AppError) as info:
+                if read == "aread":
+                    await response.aread()
+                else:
+                    async for _ in getattr(response, read)():
+                        pass
+        assert response.is_closed
+        assert response.elapsed > timedelta(0)
+    assert_body_failure(info, code, cause)
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,10 @@ Transport failures become ``TIMEOUT`` (any :class:`httpx.TimeoutException`, conn
 timeouts included) or ``UPSTREAM_UNAVAILABLE`` (connection refused or reset, protocol
 errors of the peer, proxy errors), raised ``from`` the httpx exception. Errors that are
 the caller's own (an unsupported URL scheme, a local protocol error) pass unchanged.
+This holds after the headers too: a body that stalls or is cut short by the peer
+raises the same way, whether the client reads it (``get``, ``post`` ...) or the caller
+does (``client.stream(...)`` with ``iter_bytes``/``aiter_bytes``, ``read``/``aread``).
+httpx closes the response as it would for its own error.
 
 The adapter raises; it does not record an event: the error reaches application code,
 and if nothing handles it the middleware records it once, with the chain.
@@ -65,9 +69,9 @@ the response; with a retrying auth, use an instrumented client, or
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 try:
     import httpx
@@ -169,11 +173,59 @@ def error_from_exception(exc: BaseException) -> AppError | None:
     return None
 
 
-def _transport_failure(exc: httpx.TransportError, request: httpx.Request) -> AppError | None:
+def _raise_translated(exc: httpx.TransportError, request: httpx.Request) -> NoReturn:
     # httpx attaches the request only in the client, after the transport returned;
     # attach it now so the cause is complete for whoever inspects it.
     exc.request = request
-    return error_from_exception(exc)
+    err = error_from_exception(exc)
+    if err is None:
+        raise exc
+    raise err from exc
+
+
+class _Body(httpx.SyncByteStream):
+    """A response body whose transport failures raise as their :class:`AppError`.
+
+    The transport returns once the headers are in; the body is read later, by the
+    client or by the caller, and can still time out or be cut short by the peer.
+    """
+
+    def __init__(self, inner: httpx.SyncByteStream, request: httpx.Request) -> None:
+        self.inner = inner
+        self.request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self.inner
+        except httpx.TransportError as exc:
+            _raise_translated(exc, self.request)
+
+    def close(self) -> None:
+        try:
+            self.inner.close()
+        except httpx.TransportError as exc:
+            _raise_translated(exc, self.request)
+
+
+class _AsyncBody(httpx.AsyncByteStream):
+    """The async :class:`_Body`."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, request: httpx.Request) -> None:
+        self.inner = inner
+        self.request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.inner:
+                yield chunk
+        except httpx.TransportError as exc:
+            _raise_translated(exc, self.request)
+
+    async def aclose(self) -> None:
+        try:
+            await self.inner.aclose()
+        except httpx.TransportError as exc:
+            _raise_translated(exc, self.request)
 
 
 # --- error responses ------------------------------------------------------------------
@@ -395,13 +447,14 @@ class ErrtraceTransport(httpx.BaseTransport):
         try:
             response = self.inner.handle_request(request)
             if not self.options.wants_error(response):
+                # The body is read after this returns: its failures must raise as these
+                # do. A stream of the wrong kind is left for the client to report.
+                if isinstance(response.stream, httpx.SyncByteStream):
+                    response.stream = _Body(response.stream, request)
                 return response
             body = _read_bounded(response)
         except httpx.TransportError as exc:
-            err = _transport_failure(exc, request)
-            if err is None:
-                raise
-            raise err from exc
+            _raise_translated(exc, request)
         return self.options.answer(request, response, body, started)
 
     def close(self) -> None:
@@ -434,13 +487,12 @@ class AsyncErrtraceTransport(httpx.AsyncBaseTransport):
         try:
             response = await self.inner.handle_async_request(request)
             if not self.options.wants_error(response):
+                if isinstance(response.stream, httpx.AsyncByteStream):
+                    response.stream = _AsyncBody(response.stream, request)
                 return response
             body = await _aread_bounded(response)
         except httpx.TransportError as exc:
-            err = _transport_failure(exc, request)
-            if err is None:
-                raise
-            raise err from exc
+            _raise_translated(exc, request)
         return self.options.answer(request, response, body, started)
 
     async def aclose(self) -> None:
