@@ -12,11 +12,15 @@ its own. The actions are:
 ``exit``      level 0 only and only with ``exit_on_fatal``: stop the process after responding
 
 User callables run inside :func:`failsafe`: a bug in a hook is logged and counted and
-never changes the response.
+never changes the response. An ``on_error``/``on_alert`` hook defined with ``async def``
+runs as a task of the event loop running where the error is recorded (ASGI apps, async
+grpc.aio handlers): it does not delay the answer. Where no loop runs (WSGI, sync gRPC),
+it cannot run: its coroutine is closed, and that is logged and counted as a hook failure.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -43,6 +47,45 @@ def failsafe(fn: Callable[..., T], *args: Any, what: str = "hook") -> T:
         stats.incr("hook_failures")
         log.exception("errtrace: %s %r raised; ignored", what, fn)
         return NO_RESULT  # type: ignore[no-any-return]
+
+
+def run_hooks(hooks: Iterable[Callable[..., Any]], *args: Any, what: str) -> None:
+    """Call each hook inside :func:`failsafe`; the awaitable of an ``async def`` hook is
+    scheduled on the running event loop (see the module docstring)."""
+    for hook in hooks:
+        result = failsafe(hook, *args, what=what)
+        if result is not None and inspect.isawaitable(result):
+            _schedule(result, hook, what)
+
+
+_tasks: set[Any] = set()  # the running hook tasks, kept from the garbage collector
+
+
+def _schedule(awaitable: Any, hook: Callable[..., Any], what: str) -> None:
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()
+        stats.incr("hook_failures")
+        log.error(
+            "errtrace: %s %r is async and no event loop runs here (a WSGI app, a sync gRPC "
+            "handler): it did not run; define it with def to run it here", what, hook,
+        )
+        return
+    task = loop.create_task(_await_hook(awaitable, hook, what))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+async def _await_hook(awaitable: Any, hook: Callable[..., Any], what: str) -> None:
+    try:
+        await awaitable
+    except Exception:
+        stats.incr("hook_failures")
+        log.exception("errtrace: %s %r raised; ignored", what, hook)
 
 
 Hook = Callable[..., Any]

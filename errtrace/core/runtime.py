@@ -41,7 +41,7 @@ from errtrace.core.errors import AppError, to_app_error
 from errtrace.core.events import ErrorEvent, EventBuffer, events
 from errtrace.core.ids import new_event_id
 from errtrace.core.levels import Level
-from errtrace.core.policy import NO_RESULT, Policy, failsafe, policy
+from errtrace.core.policy import NO_RESULT, Policy, failsafe, policy, run_hooks
 from errtrace.core.propagation import (
     Getter,
     Setter,
@@ -296,11 +296,9 @@ class Runtime:
             self._log(err, event)
         hooks = self.policy.error_hooks
         if hooks:
-            for hook in list(hooks):
-                failsafe(hook, event, ctx, what="on_error hook")
+            run_hooks(list(hooks), event, ctx, what="on_error hook")
         if "alert" in actions and self.policy.alert_hooks:
-            for hook in list(self.policy.alert_hooks):
-                failsafe(hook, event, ctx, what="on_alert hook")
+            run_hooks(list(self.policy.alert_hooks), event, ctx, what="on_alert hook")
         return event
 
     def _log(self, err: AppError, event: ErrorEvent) -> None:
