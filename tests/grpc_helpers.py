@@ -371,3 +371,48 @@ def invoke(
     except grpc.RpcError as exc:
         return Result(values, exc)
     return Result(values, call=stream)
+
+
+# --- a service whose proto is known -----------------------------------------------------
+
+TYPED_SERVICE = "test.Typed"
+"""A service declared in protobuf's default descriptor pool, as generated code declares
+its own: ``Unary`` and ``ServerStream``, ``StringValue`` in and out."""
+
+
+def typed_path(kind: str) -> str:
+    """The method path of ``kind`` on :data:`TYPED_SERVICE`."""
+    return f"/{TYPED_SERVICE}/{kind}"
+
+
+def declare_typed_service() -> None:
+    """Add :data:`TYPED_SERVICE` to protobuf's default pool (once per process)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindServiceByName(TYPED_SERVICE)
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="tests/test_typed.proto", package="test", syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
+    service = proto.service.add(name="Typed")
+    for kind, streaming in (("Unary", False), ("ServerStream", True)):
+        service.method.add(
+            name=kind, input_type=".google.protobuf.StringValue",
+            output_type=".google.protobuf.StringValue", server_streaming=streaming,
+        )
+    pool.AddSerializedFile(proto.SerializeToString())
+
+
+def typed_handler(methods: Mapping[str, Callable[..., Any]]) -> grpc.GenericRpcHandler:
+    """:data:`TYPED_SERVICE` with the given behaviors, by kind (declared first)."""
+    declare_typed_service()
+    ser, de = StringValue.SerializeToString, StringValue.FromString
+    return grpc.method_handlers_generic_handler(TYPED_SERVICE, {
+        kind: _FACTORIES[kind](behavior, request_deserializer=de, response_serializer=ser)
+        for kind, behavior in methods.items()
+    })

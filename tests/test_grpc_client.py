@@ -13,6 +13,8 @@ import grpc
 import grpc.aio
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 import errtrace
 from errtrace.core.context import bind, reset
@@ -366,3 +368,195 @@ def test_aio_call_object_stays_usable(server_b: str) -> None:
             assert info.value.code == "CONFLICT"
 
     asyncio.run(main())
+
+
+# --- aio: user interceptors that await the call themselves ---------------------------------
+
+
+class _AwaitingUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    """A user interceptor that awaits the call and returns the response (grpc.aio allows)."""
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        call = await continuation(client_call_details, request)
+        return await call
+
+
+class _AwaitingStreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    """The same for stream-unary calls."""
+
+    async def intercept_stream_unary(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        call = await continuation(client_call_details, request_iterator)
+        return await call
+
+
+class _ReadingUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    """A user interceptor that reads the whole response stream before handing it on."""
+
+    async def intercept_unary_stream(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        call = await continuation(client_call_details, request)
+        responses = [response async for response in call]
+
+        async def replay() -> Any:
+            for response in responses:
+                yield response
+
+        return replay()
+
+
+def _awaiting() -> list[Any]:
+    return [_AwaitingUnaryUnary(), _AwaitingStreamUnary(), _ReadingUnaryStream()]
+
+
+def _unary_call(channel: Any, kind: str, command: str) -> Any:
+    request = StringValue(value=command)
+    if kind == "Unary":
+        m = channel.unary_unary(path(kind), request_serializer=SER, response_deserializer=DE)
+        return m(request, timeout=10)
+    m2 = channel.stream_unary(path(kind), request_serializer=SER, response_deserializer=DE)
+    return m2(iter([request]), timeout=10)
+
+
+@pytest.mark.parametrize("kind", ["Unary", "ClientStream"])
+def test_aio_interceptor_after_errtrace_that_awaits_the_call(server_b: str, kind: str) -> None:
+    """errtrace first, then an interceptor that returns ``await call``: the caller still
+    gets the AppError, and the call's status stays readable."""
+
+    async def main() -> None:
+        interceptors = [*errtrace.grpc_aio_client_interceptors(), *_awaiting()]
+        async with grpc.aio.insecure_channel(server_b, interceptors=interceptors) as ch:
+            call = _unary_call(ch, kind, "app:LLM_RATE_LIMITED")
+            with pytest.raises(errtrace.TransientError) as info:
+                await asyncio.wait_for(call, 10)
+            err = info.value
+            assert err.code == "LLM_RATE_LIMITED" and err.retry_after == 1.0
+            assert err.remote is not None and err.remote.service == "svc-b"
+            assert isinstance(err.__cause__, grpc.aio.AioRpcError)
+            assert await call.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert await call.details() == "safe message"
+            trailing = dict(await call.trailing_metadata())
+            assert trailing["x-error-code"] == "LLM_RATE_LIMITED"
+            status = await rpc_status.aio.from_call(call)
+            assert status is not None and status.message == "safe message"
+            info_detail = error_details_pb2.ErrorInfo()
+            assert status.details[0].Unpack(info_detail)
+            assert info_detail.reason == "LLM_RATE_LIMITED"
+            assert call.done() and not call.cancelled()
+            with pytest.raises(errtrace.AppError):  # a second await raises it again
+                await asyncio.wait_for(call, 10)
+            if kind == "Unary":  # (grpc.aio accepts a response only from unary-unary ones)
+                ok = await asyncio.wait_for(_unary_call(ch, kind, "ok"), 10)
+                assert ok.value == "ok"
+
+    asyncio.run(main())
+
+
+def test_aio_interceptor_after_errtrace_that_reads_the_stream(server_b: str) -> None:
+    """errtrace first, then an interceptor that reads the whole response stream: the
+    stream's failure reaches the caller as the AppError, with the status readable."""
+
+    async def main() -> None:
+        interceptors = [*errtrace.grpc_aio_client_interceptors(), *_awaiting()]
+        async with grpc.aio.insecure_channel(server_b, interceptors=interceptors) as ch:
+            m = ch.unary_stream(path("ServerStream"), request_serializer=SER,
+                                response_deserializer=DE)
+            call = m(StringValue(value="mid:AI_INFERENCE_TIMEOUT"), timeout=10)
+            with pytest.raises(errtrace.AppError) as info:
+                await asyncio.wait_for(_drain(call), 10)
+            assert info.value.code == "AI_INFERENCE_TIMEOUT"
+            assert await call.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            trailing = dict(await call.trailing_metadata())
+            assert trailing["x-error-code"] == "AI_INFERENCE_TIMEOUT"
+
+    asyncio.run(main())
+
+
+async def _drain(call: Any) -> list[str]:
+    return [item.value async for item in call]
+
+
+def test_aio_interceptor_before_errtrace_that_awaits_the_call(server_b: str) -> None:
+    """The documented limitation: behind an interceptor listed before errtrace's that
+    returns ``await call``, awaiting raises the AppError and so does ``code()``; the
+    status is on the AppError's ``__cause__``."""
+
+    async def main() -> None:
+        interceptors = [*_awaiting(), *errtrace.grpc_aio_client_interceptors()]
+        async with grpc.aio.insecure_channel(server_b, interceptors=interceptors) as ch:
+            call = _unary_call(ch, "Unary", "app:LLM_RATE_LIMITED")
+            with pytest.raises(errtrace.TransientError) as info:
+                await asyncio.wait_for(call, 10)
+            cause = info.value.__cause__
+            assert isinstance(cause, grpc.aio.AioRpcError)
+            assert cause.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert cause.details() == "safe message"
+            assert dict(cause.trailing_metadata())["x-error-code"] == "LLM_RATE_LIMITED"
+            with pytest.raises(errtrace.TransientError):
+                await call.code()
+            assert call.done()
+
+    asyncio.run(main())
+
+
+# --- a code only the remote service registers, passed on by this one ------------------------
+
+
+@pytest.mark.xfail(
+    reason="core/errors.py resolve_code builds the ad-hoc code of a remote id with "
+    "retryable=False and the default domain (the client hands it RetryInfo and the "
+    "ErrorInfo domain, core/encoding.py from_neutral drops them)",
+    strict=True,
+)
+def test_remote_only_code_keeps_retry_info_and_domain_at_the_next_hop() -> None:
+    """B raises a retryable code only B defines; A calls B and lets the error propagate.
+    A's caller must still be told to retry in 5 s, with B's (reason, domain) pair."""
+    busy = errtrace.ErrorCode(
+        id="INVENTORY_BUSY", level=2, grpc_status="UNAVAILABLE", retryable=True,
+        domain="inventory.example.com",
+    )
+
+    def b_unary(req: Any, ctx: Any) -> Any:
+        raise errtrace.AppError(busy, "busy", details={"retry_after": 5})
+
+    decoded: list[errtrace.AppError] = []
+    b_handler = grpc.method_handlers_generic_handler("test.Echo", {
+        "Unary": grpc.unary_unary_rpc_method_handler(
+            b_unary, request_deserializer=DE, response_serializer=SER),
+    })
+    with sync_server(errtrace.grpc_server_interceptors(service_name="svc-b"), b_handler) as b:
+
+        def a_unary(req: Any, ctx: Any) -> Any:
+            values, err = SyncClient(f"127.0.0.1:{b}").call("Unary", req.value)
+            if isinstance(err, errtrace.AppError):
+                decoded.append(err)
+                raise err
+            return StringValue(value=values[0])
+
+        a_handler = grpc.method_handlers_generic_handler("test.Echo", {
+            "Unary": grpc.unary_unary_rpc_method_handler(
+                a_unary, request_deserializer=DE, response_serializer=SER),
+        })
+        with sync_server(
+            errtrace.grpc_server_interceptors(service_name="svc-a"), a_handler
+        ) as a, grpc.insecure_channel(f"127.0.0.1:{a}") as plain:
+            m = plain.unary_unary(path("Unary"), request_serializer=SER,
+                                  response_deserializer=DE)
+            with pytest.raises(grpc.RpcError) as info:
+                m(StringValue(value="x"), timeout=10)
+    [err] = decoded
+    assert isinstance(err, errtrace.TransientError) and err.retryable
+    assert err.retry_after == 5.0
+    status = rpc_status.from_call(info.value)
+    assert status is not None
+    error_info = error_details_pb2.ErrorInfo()
+    retry = error_details_pb2.RetryInfo()
+    found = {detail.type_url.rsplit(".", 1)[-1]: detail for detail in status.details}
+    assert found["ErrorInfo"].Unpack(error_info)
+    assert (error_info.reason, error_info.domain) == ("INVENTORY_BUSY", "inventory.example.com")
+    assert "RetryInfo" in found and found["RetryInfo"].Unpack(retry)
+    assert retry.retry_delay.seconds == 5

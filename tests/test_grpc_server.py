@@ -8,8 +8,9 @@ error details with ``grpc_status.rpc_status.from_call`` as any gRPC client would
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -26,10 +27,13 @@ from tests.grpc_helpers import (
     SECRET,
     STREAMING_RESPONSE,
     AioServerThread,
+    Result,
     invoke,
     serve,
     serve_methods,
     sync_server,
+    typed_handler,
+    typed_path,
 )
 
 
@@ -769,3 +773,139 @@ def test_text_utf8_cannot_encode_is_replaced_in_the_status(mode: str) -> None:
     assert boom.code is grpc.StatusCode.INTERNAL
     assert boom.call.details() == "FileNotFoundError: caf?.txt"
     assert _rich(boom)[1].reason == "INTERNAL"
+
+
+# --- a fallback whose result is no response message ------------------------------------------
+
+
+def _assert_answered_with_the_error(
+    result: Any, events: list[Any], caplog: pytest.LogCaptureFixture, expected: str
+) -> None:
+    """The call got AI_MODEL_LOAD_FAILED's own rich status; the fallback counts as failed."""
+    assert result.values == []
+    assert result.code is grpc.StatusCode.UNAVAILABLE
+    assert result.call.details() == "safe message"  # no serializer text leaks
+    trailing = result.trailing()
+    assert trailing["x-error-code"] == "AI_MODEL_LOAD_FAILED"
+    assert trailing["x-trace-id"] == TRACE_ID
+    status, info, _retry = _rich(result)
+    assert status.message == "safe message" and info.reason == "AI_MODEL_LOAD_FAILED"
+    [event] = events
+    assert event.fallback == "failed" and trailing["x-error-event-id"] == event.event_id
+    assert errtrace.stats()["hook_failures"] == 1
+    [record] = [r for r in caplog.records if "fallback for AI_MODEL_LOAD_FAILED" in r.getMessage()]
+    assert record.levelname == "ERROR" and expected in record.getMessage()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fallback_result_the_serializer_refuses_answers_with_the_error(
+    mode: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's fallback returns a dict (an HTTP answer): on gRPC it is no response
+    message, so the error's status answers instead of grpc's serialization failure."""
+    errtrace.set_fallback("AI_MODEL_LOAD_FAILED", lambda err, ctx: {"answer": "cached"})
+    with serve(mode) as port, grpc.insecure_channel(
+        f"127.0.0.1:{port}"
+    ) as ch, capture_events() as events, caplog.at_level(logging.ERROR, logger="errtrace"):
+        result = invoke(ch, kind, "app:AI_MODEL_LOAD_FAILED", [("traceparent", TRACEPARENT)])
+    _assert_answered_with_the_error(
+        result, events, caplog, "returned dict, not a message its response serializer accepts"
+    )
+
+
+@pytest.mark.parametrize("style", ["sync-eager", "aio-writer"])
+def test_fallback_result_the_serializer_refuses_before_a_stream_starts(
+    style: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The other ways a response stream fails before its first message: a sync handler
+    that raises before it returns its iterator, and an aio handler that writes with
+    ``context.write``. A fallback returning None is no message either."""
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    async def writer(request: StringValue, context: Any) -> None:
+        raise errtrace.AppError(request.value[4:], "safe message")
+
+    errtrace.set_fallback("AI_MODEL_LOAD_FAILED", lambda err, ctx: None)
+    server = (
+        sync_server(errtrace.grpc_server_interceptors(), _eager_stream_handler())
+        if style == "sync-eager"
+        else serve_methods("aio", {}, {"ServerStream": writer})
+    )
+    with server as port, grpc.insecure_channel(
+        f"127.0.0.1:{port}"
+    ) as ch, capture_events() as events, caplog.at_level(logging.ERROR, logger="errtrace"):
+        result = invoke(
+            ch, "ServerStream", "app:AI_MODEL_LOAD_FAILED", [("traceparent", TRACEPARENT)]
+        )
+    _assert_answered_with_the_error(result, events, caplog, "returned NoneType, not a message")
+
+
+@pytest.mark.parametrize("kind", ["Unary", "ServerStream"])
+def test_fallback_message_of_another_type_than_the_proto_declares(
+    mode: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """protobuf's serializer takes a message of any type; when the method's proto is
+    known (generated code imported), its response type decides. The right type is sent."""
+    from google.protobuf.wrappers_pb2 import Int32Value, StringValue
+
+    def sync_unary(request: StringValue, context: Any) -> StringValue:
+        raise errtrace.AppError(request.value, "safe message")
+
+    def sync_stream(request: StringValue, context: Any) -> Iterator[StringValue]:
+        raise errtrace.AppError(request.value, "safe message")
+        yield StringValue()  # a generator
+
+    async def aio_unary(request: StringValue, context: Any) -> StringValue:
+        raise errtrace.AppError(request.value, "safe message")
+
+    async def aio_stream(request: StringValue, context: Any) -> AsyncIterator[StringValue]:
+        raise errtrace.AppError(request.value, "safe message")
+        yield StringValue()  # an async generator
+
+    errtrace.set_fallback("AI_MODEL_LOAD_FAILED", lambda err, ctx: Int32Value(value=7))
+    errtrace.set_fallback("AI_GPU_OUT_OF_MEMORY", lambda err, ctx: StringValue(value="cached"))
+    methods = {"Unary": aio_unary, "ServerStream": aio_stream} if mode == "aio" else {
+        "Unary": sync_unary, "ServerStream": sync_stream,
+    }
+    handler = typed_handler(methods)
+    server = (
+        sync_server(errtrace.grpc_server_interceptors(), handler)
+        if mode == "sync"
+        else AioServerThread(errtrace.grpc_aio_server_interceptors(), handler)
+    )
+    md = [("traceparent", TRACEPARENT)]
+    with server as port, grpc.insecure_channel(
+        f"127.0.0.1:{port}"
+    ) as ch, capture_events() as events, caplog.at_level(logging.ERROR, logger="errtrace"):
+        wrong = _invoke_typed(ch, kind, "AI_MODEL_LOAD_FAILED", md)
+        right = _invoke_typed(ch, kind, "AI_GPU_OUT_OF_MEMORY", md)
+    assert right.error is None and right.values == ["cached"]
+    assert events[1].fallback == "applied"
+    _assert_answered_with_the_error(
+        wrong, events[:1], caplog,
+        f"returned Int32Value, not a google.protobuf.StringValue message (/test.Typed/{kind})",
+    )
+
+
+def _invoke_typed(ch: grpc.Channel, kind: str, command: str, md: Any) -> Any:
+    """:func:`invoke` for :data:`TYPED_SERVICE` (``Unary`` or ``ServerStream``)."""
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    ser, de = StringValue.SerializeToString, StringValue.FromString
+    request = StringValue(value=command)
+    if kind == "Unary":
+        m = ch.unary_unary(typed_path(kind), request_serializer=ser, response_deserializer=de)
+        try:
+            response, call = m.with_call(request, metadata=md, timeout=10)
+        except grpc.RpcError as exc:
+            return Result([], exc)
+        return Result([response.value], call=call)
+    stream = ch.unary_stream(
+        typed_path(kind), request_serializer=ser, response_deserializer=de
+    )(request, metadata=md, timeout=10)
+    values: list[str] = []
+    try:
+        values.extend(item.value for item in stream)
+    except grpc.RpcError as exc:
+        return Result(values, exc)
+    return Result(values, call=stream)

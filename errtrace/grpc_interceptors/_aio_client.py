@@ -5,17 +5,101 @@ Unary responses: ``await stub.Method(req)`` raises :class:`~errtrace.AppError` (
 readable, because the interceptor returns the call wrapped rather than awaiting it
 (awaiting inside the interceptor would deadlock ``call.write()`` of stream requests).
 Streaming responses: iterating (``async for`` or ``read()``) raises it.
+
+grpc.aio lets an interceptor await the call itself and return the response. When one
+listed after errtrace's does, the call has failed before errtrace's interceptor gets it:
+errtrace wraps the failed call, with the same result as above.
+
+Limitation: when one listed *before* errtrace's does (``return await call``), it passes on
+the AppError its ``await`` raised. Awaiting the call still raises the AppError, but so do
+the call's ``code()``, ``details()``, ``initial_metadata()``, ``trailing_metadata()`` and
+``debug_error_string()``: grpc.aio reads the status from the interceptors' exception only
+when that is a ``grpc.aio.AioRpcError``, which an AppError cannot be (its ``code`` and
+``details`` are the code id and the details dict, not ``AioRpcError``'s methods). That
+interceptor's own ``except grpc.aio.AioRpcError`` clauses do not see the failure either.
+The status stays readable on the AppError's ``__cause__`` (the ``AioRpcError``); or list
+errtrace's interceptors first.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Generator
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import grpc.aio
 
 from errtrace.grpc_interceptors._client import ClientBase
+
+
+class _Failed:
+    """A call that already failed with ``error``: an interceptor after errtrace's awaited
+    it and raised the error. Its status stays readable; awaiting or iterating it raises
+    the error, as grpc.aio's own finished call does."""
+
+    def __init__(self, error: grpc.aio.AioRpcError) -> None:
+        self._error = error
+
+    def __await__(self) -> Generator[Any, None, NoReturn]:
+        raise self._error
+        yield  # a generator, as __await__ must return
+
+    def __aiter__(self) -> _Failed:
+        return self
+
+    async def __anext__(self) -> NoReturn:
+        raise self._error
+
+    def cancel(self) -> bool:
+        """Nothing to cancel: the call is over."""
+        return False
+
+    def cancelled(self) -> bool:
+        """Whether the call ended cancelled."""
+        return self._error.code() is grpc.StatusCode.CANCELLED
+
+    def done(self) -> bool:
+        """Always true."""
+        return True
+
+    def time_remaining(self) -> float | None:
+        """No deadline is left to run."""
+        return None
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(self)`` now: the call is done."""
+        callback(self)
+
+    async def initial_metadata(self) -> Any:
+        """The server's initial metadata."""
+        return self._error.initial_metadata()
+
+    async def trailing_metadata(self) -> Any:
+        """The server's trailing metadata."""
+        return self._error.trailing_metadata()
+
+    async def code(self) -> grpc.StatusCode:
+        """The status code."""
+        return self._error.code()
+
+    async def details(self) -> str | None:
+        """The status message."""
+        return self._error.details()
+
+    async def debug_error_string(self) -> str | None:
+        """gRPC core's debug string."""
+        return self._error.debug_error_string()
+
+    async def wait_for_connection(self) -> None:
+        """Nothing to wait for: the call is over."""
+
+    async def write(self, request: Any) -> None:
+        """Refused, as by grpc.aio: the call is over."""
+        raise asyncio.InvalidStateError("RPC already finished.")
+
+    async def done_writing(self) -> None:
+        """Nothing to half-close: the call is over."""
 
 
 class _UnaryResponse:
@@ -111,6 +195,16 @@ class AioClientInterceptor(ClientBase):
         metadata = grpc.aio.Metadata(*self._outgoing(details.metadata))
         return details._replace(metadata=metadata)
 
+    async def _call(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        """The call the continuation returns; a :class:`_Failed` one when an interceptor
+        after this one awaited it and it failed (grpc.aio lets interceptors do that)."""
+        try:
+            return await continuation(self._details(details), request)
+        except grpc.aio.AioRpcError as exc:
+            return _Failed(exc)
+
     async def _responses(self, call: Any) -> AsyncIterator[Any]:
         try:
             async for response in call:
@@ -131,7 +225,7 @@ class AioUnaryUnaryInterceptor(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
         """Inject the context; wrap the call."""
-        call = await continuation(self._details(client_call_details), request)
+        call = await self._call(continuation, client_call_details, request)
         return _UnaryUnaryResponse(call, self._translate)
 
 
@@ -144,7 +238,7 @@ class AioUnaryStreamInterceptor(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
         """Inject the context; wrap the responses."""
-        call = await continuation(self._details(client_call_details), request)
+        call = await self._call(continuation, client_call_details, request)
         return self._responses(call)
 
 
@@ -157,7 +251,7 @@ class AioStreamUnaryInterceptor(
         self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
     ) -> Any:
         """Inject the context; wrap the call."""
-        call = await continuation(self._details(client_call_details), request_iterator)
+        call = await self._call(continuation, client_call_details, request_iterator)
         return _StreamUnaryResponse(call, self._translate)
 
 
@@ -170,7 +264,7 @@ class AioStreamStreamInterceptor(
         self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
     ) -> Any:
         """Inject the context; wrap the responses."""
-        call = await continuation(self._details(client_call_details), request_iterator)
+        call = await self._call(continuation, client_call_details, request_iterator)
         return self._responses(call)
 
 

@@ -39,7 +39,7 @@ import grpc.aio
 from errtrace.core.context import ErrorContext, bind, current, reset
 from errtrace.core.runtime import Failure
 from errtrace.grpc_interceptors._metadata import merged
-from errtrace.grpc_interceptors._server import Behavior, ServerBase
+from errtrace.grpc_interceptors._server import Behavior, Method, ServerBase, check_fallback
 from errtrace.grpc_interceptors._status import Status
 
 _EMPTY: tuple[tuple[str, Any], ...] = ()
@@ -260,7 +260,7 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
         return self._wrapped(handler, handler_call_details.method)
 
     async def _answer(
-        self, exc: Exception, ctx: ErrorContext, context: Any, method: str, started: bool
+        self, exc: Exception, ctx: ErrorContext, context: Any, method: Method, started: bool
     ) -> Any:
         """Record ``exc`` and abort with its status; or return the fallback's message."""
         if isinstance(exc, grpc.aio.AbortError):
@@ -272,19 +272,20 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
         await context.abort(status.code, status.details, status.trailing_metadata)
 
     async def _fail_async(
-        self, exc: BaseException, ctx: ErrorContext, context: Any, method: str, started: bool
+        self, exc: BaseException, ctx: ErrorContext, context: Any, method: Method, started: bool
     ) -> tuple[Failure, Status]:
         """:meth:`~._server.ServerBase._fail` for handlers that run on the loop: a fallback
         defined with ``async def`` is awaited (one that raises is logged and counted, and
         the error's status answers)."""
         failure = await self.runtime.fail_async(
-            exc, ctx, transport="grpc", method=method, response_started=started
+            exc, ctx, transport="grpc", method=method.path, response_started=started
         )
+        check_fallback(failure, method)
         return failure, self._status_for(failure, ctx, context)
 
     # -- plain functions: the sync lifecycle, run by grpc in its thread pool ---------------
 
-    def _sync_unary_on_aio(self, behavior: Behavior, method: str) -> Behavior:
+    def _sync_unary_on_aio(self, behavior: Behavior, method: Method) -> Behavior:
         wrapped = self._sync_unary(behavior, method)
         trace_key = self._trace_key
 
@@ -297,7 +298,7 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
 
         return unary_response
 
-    def _sync_stream_on_aio(self, behavior: Behavior, method: str) -> Behavior:
+    def _sync_stream_on_aio(self, behavior: Behavior, method: Method) -> Behavior:
         wrapped = self._sync_stream(behavior, method)
         trace_key = self._trace_key
 
@@ -327,7 +328,7 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
 
     # -- coroutine functions and async generators --------------------------------------------
 
-    def _unary_response(self, behavior: Behavior, method: str) -> Behavior:
+    def _unary_response(self, behavior: Behavior, method: Method) -> Behavior:
         if not _runs_on_loop(behavior):
             return self._sync_unary_on_aio(behavior, method)
         trace_key = self._trace_key
@@ -346,7 +347,7 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
 
         return unary_response
 
-    def _stream_response(self, behavior: Behavior, method: str) -> Behavior:
+    def _stream_response(self, behavior: Behavior, method: Method) -> Behavior:
         if not _runs_on_loop(behavior):
             return self._sync_stream_on_aio(behavior, method)
         if inspect.iscoroutinefunction(behavior):
@@ -376,7 +377,7 @@ class AioServerInterceptor(ServerBase, grpc.aio.ServerInterceptor):  # type: ign
 
         return stream_response
 
-    def _writer(self, behavior: Behavior, method: str) -> Behavior:
+    def _writer(self, behavior: Behavior, method: Method) -> Behavior:
         """The reader/writer API: the handler writes with ``await context.write``."""
         trace_key = self._trace_key
 

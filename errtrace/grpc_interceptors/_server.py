@@ -12,20 +12,31 @@ once the client cancelled the call or its deadline passed (as when a response st
 dropped for the same reason, nothing is recorded). A status the handler set with
 ``context.set_code`` is kept.
 
+A fallback's result is the call's response message: one the method's response serializer
+refuses (a dict, say), or a protobuf message of another type than the method's proto
+declares (when its generated code is imported), would make grpc fail the call with its
+own status and text. Such a result counts as a failed fallback (logged, counted in
+``hook_failures``, ``event.fallback == "failed"``) and the error's own status answers.
+
 The sync lifecycle lives in :class:`ServerBase`: the aio server runs it too, for handlers
 that are plain functions (see :mod:`._aio_server`).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf import descriptor_pool
 
 from errtrace.core.context import ErrorContext, bind, reset
+from errtrace.core.policy import NO_RESULT
 from errtrace.core.runtime import Failure, Runtime
+from errtrace.core.stats import stats
 from errtrace.grpc_interceptors._metadata import merged
 from errtrace.grpc_interceptors._status import Status, error_status
 
@@ -33,6 +44,60 @@ Behavior = Callable[..., Any]
 Wrap = Callable[[Behavior], Behavior]
 
 _CACHE_SIZE = 1024
+log = logging.getLogger("errtrace")
+
+
+class Method:
+    """A served method: its path, and what a response message of it must be."""
+
+    def __init__(self, path: str, serializer: Callable[[Any], bytes] | None) -> None:
+        self.path = path
+        self.serializer = serializer
+        """The handler's response serializer (None: responses are bytes already)."""
+
+    @functools.cached_property
+    def response_type(self) -> str | None:
+        """The full name of the response message the method's proto declares, when its
+        generated code was imported (looked up on the first fallback, not per call)."""
+        return _response_type(self.path)
+
+    def accepts(self, result: Any) -> bool:
+        """Whether grpc can send ``result`` as a response of this method (tried with the
+        serializer once: only a fallback's result is checked, so rarely)."""
+        if self.serializer is None:
+            return isinstance(result, bytes)
+        try:
+            self.serializer(result)
+        except Exception:  # what grpc would fail the call with
+            return False
+        if self.response_type is None:
+            return True
+        # protobuf's SerializeToString takes a message of any type: the proto decides.
+        # (Only a protobuf message has a type name; what else the serializer took, it
+        # can send.)
+        name = getattr(getattr(type(result), "DESCRIPTOR", None), "full_name", None)
+        return not isinstance(name, str) or name == self.response_type
+
+    def expected(self) -> str:
+        """What a response must be, for a log line."""
+        if self.response_type is not None:
+            return f"a {self.response_type} message"
+        if self.serializer is None:
+            return "bytes"
+        return "a message its response serializer accepts"
+
+
+def _response_type(path: str) -> str | None:
+    """The response message of ``/package.Service/Method`` in protobuf's default pool
+    (generated code registers its protos there), or None."""
+    service, _, name = path.lstrip("/").partition("/")
+    if not service or not name:
+        return None
+    try:
+        method = descriptor_pool.Default().FindMethodByName(f"{service}.{name}")
+    except Exception:  # KeyError: no proto of this method was imported
+        return None
+    return str(method.output_type.full_name)
 
 
 def rebuild(handler: Any, wrap_unary: Wrap, wrap_stream: Wrap) -> Any:
@@ -95,18 +160,19 @@ class ServerBase:
             return None
         wrapped = self._cache.get(method, handler)
         if wrapped is None:
+            served = Method(method, handler.response_serializer)
             wrapped = rebuild(
                 handler,
-                lambda b: self._unary_response(b, method),
-                lambda b: self._stream_response(b, method),
+                lambda b: self._unary_response(b, served),
+                lambda b: self._stream_response(b, served),
             )
             self._cache.put(method, handler, wrapped)
         return wrapped
 
-    def _unary_response(self, behavior: Behavior, method: str) -> Behavior:
+    def _unary_response(self, behavior: Behavior, method: Method) -> Behavior:
         raise NotImplementedError
 
-    def _stream_response(self, behavior: Behavior, method: str) -> Behavior:
+    def _stream_response(self, behavior: Behavior, method: Method) -> Behavior:
         raise NotImplementedError
 
     def _start(self, context: Any) -> ErrorContext:
@@ -137,7 +203,7 @@ class ServerBase:
         exc: BaseException,
         ctx: ErrorContext,
         context: Any,
-        method: str,
+        method: Method,
         started: bool,
     ) -> tuple[Failure, Status]:
         """Record ``exc`` and build the status that answers it.
@@ -148,8 +214,9 @@ class ServerBase:
         build their status with :meth:`_status_for` too (see :mod:`._aio_server`).
         """
         failure = self.runtime.fail(
-            exc, ctx, transport="grpc", method=method, response_started=started
+            exc, ctx, transport="grpc", method=method.path, response_started=started
         )
+        check_fallback(failure, method)
         return failure, self._status_for(failure, ctx, context)
 
     def _status_for(self, failure: Failure, ctx: ErrorContext, context: Any) -> Status:
@@ -168,7 +235,7 @@ class ServerBase:
 
     # -- the sync lifecycle: grpc.server, and plain-function handlers on grpc.aio.server --
 
-    def _sync_unary(self, behavior: Behavior, method: str) -> Behavior:
+    def _sync_unary(self, behavior: Behavior, method: Method) -> Behavior:
         """A unary-response ``behavior`` (a plain function) with errtrace around it."""
         start = self._start
 
@@ -197,7 +264,7 @@ class ServerBase:
 
         return unary_response
 
-    def _sync_stream(self, behavior: Behavior, method: str) -> Behavior:
+    def _sync_stream(self, behavior: Behavior, method: Method) -> Behavior:
         """A streaming-response ``behavior`` (a plain function returning an iterator)
         with errtrace around the call and every step of its iterator."""
 
@@ -215,7 +282,7 @@ class ServerBase:
         return stream_response
 
     def _failed_stream(
-        self, exc: Exception, ctx: ErrorContext, context: Any, method: str
+        self, exc: Exception, ctx: ErrorContext, context: Any, method: Method
     ) -> Iterator[Any]:
         if raised_by_grpc(context, exc):
             self._add_trace_id(context, ctx)
@@ -231,7 +298,7 @@ class ServerBase:
         context.abort_with_status(status)  # raises
 
     def _steps(
-        self, iterator: Iterator[Any], ctx: ErrorContext, context: Any, method: str
+        self, iterator: Iterator[Any], ctx: ErrorContext, context: Any, method: Method
     ) -> Iterator[Any]:
         # The context is bound around each step, not across yields: the server may stop
         # iterating (client gone) and drop this generator anywhere, on any thread.
@@ -269,6 +336,21 @@ class ServerBase:
                     reset(token)
         if not last:
             self._succeeded(context, ctx)
+
+
+def check_fallback(failure: Failure, method: Method) -> None:
+    """Drop a fallback result that cannot be a response of ``method``: the fallback
+    counts as failed, and the error's status answers."""
+    result = failure.fallback_result
+    if result is NO_RESULT or method.accepts(result):
+        return
+    stats.incr("hook_failures")
+    log.error(
+        "errtrace: the fallback for %s returned %s, not %s (%s); answering with the error",
+        failure.error.code, type(result).__name__, method.expected(), method.path,
+    )
+    failure.fallback_result = NO_RESULT
+    failure.event.fallback = "failed"
 
 
 def _handler_code(context: Any) -> grpc.StatusCode | None:
@@ -344,8 +426,8 @@ class ServerInterceptor(ServerBase, grpc.ServerInterceptor):  # type: ignore[typ
         """Wrap the handler of this call (``None``, for an unknown method, stays None)."""
         return self._wrapped(continuation(handler_call_details), handler_call_details.method)
 
-    def _unary_response(self, behavior: Behavior, method: str) -> Behavior:
+    def _unary_response(self, behavior: Behavior, method: Method) -> Behavior:
         return self._sync_unary(behavior, method)
 
-    def _stream_response(self, behavior: Behavior, method: str) -> Behavior:
+    def _stream_response(self, behavior: Behavior, method: Method) -> Behavior:
         return self._sync_stream(behavior, method)

@@ -328,6 +328,12 @@ def _from_rich(value: bytes, code: grpc.StatusCode) -> AppError | None:
         return None
     data = from_string_map(dict(info.metadata), code=info.reason, message=rich.message)
     data["grpc_status"] = GRPC_NAMES.get(rich.code, code.name)
+    # The rest of what the peer said about its code, under the neutral dict's names: its
+    # domain, and whether it may be retried (AIP-193: RetryInfo is that signal);
+    # from_neutral decides what to keep.
+    if info.domain:
+        data["domain"] = info.domain
+    data["retryable"] = retry is not None
     if retry is not None and retry.HasField("retry_delay"):
         delay = retry.retry_delay
         # Duration fields are plain ints here: no timedelta, which overflows on big ones.
