@@ -3,10 +3,13 @@
 ::
 
     errtrace codes [--json] [--file CODES_YAML] [--level N]
-    errtrace rules check FILE
-    errtrace classify [--json] [--status N] [--provider P] [--rules FILE] [TEXT]
+    errtrace rules check [--codes CODES_YAML ...] FILE
+    errtrace classify [--json] [--status N] [--provider P] [--codes CODES_YAML ...]
+                      [--rules FILE] [TEXT]
 
 Each subcommand is one ``_cmd_*`` function registered in :func:`build_parser`.
+``--codes`` loads a codes file (as ``errtrace.registry.load_yaml`` does in a service)
+before the rules, so that rules may name the codes it defines.
 """
 
 from __future__ import annotations
@@ -16,33 +19,53 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from errtrace.core.codes import CodeRegistry
 
 Command = Callable[[argparse.Namespace, TextIO, TextIO], int]
+
+
+def _registry(files: Sequence[str] | None, err: TextIO) -> CodeRegistry | None:
+    """The built-in codes plus those of ``files``, in order; None (reported) if one is bad."""
+    from errtrace.core.codes import BUILTIN_CODES, CodeRegistry
+
+    registry = CodeRegistry(list(BUILTIN_CODES))
+    for path in files or ():
+        try:
+            registry.load_yaml(path)
+        except ValueError as exc:  # CodeDefinitionError, ConfigFileError
+            print(f"error: {exc}", file=err)
+            return None
+    return registry
+
+
+def _rule_file_error(exc: Exception, args: argparse.Namespace, err: TextIO) -> int:
+    print(f"error: {exc}", file=err)
+    if not args.codes and "is not a registered error code" in str(exc):
+        print("hint: load the codes file that defines it with --codes CODES_YAML", file=err)
+    return 1
 
 
 def _cmd_rules_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from errtrace.core.rewrite import RuleFileError, RuleSet
 
-    try:
-        count = RuleSet(builtins=False).load(args.file, watch=False)
-    except RuleFileError as exc:
-        print(f"error: {exc}", file=err)
+    codes = _registry(args.codes, err)
+    if codes is None:
         return 1
+    try:
+        count = RuleSet(builtins=False, codes=codes).load(args.file, watch=False)
+    except RuleFileError as exc:
+        return _rule_file_error(exc, args, err)
     print(f"ok: {count} rule{'s' if count != 1 else ''}", file=out)
     return 0
 
 
 def _cmd_codes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from errtrace.core.codes import BUILTIN_CODES, CodeRegistry
-
-    registry = CodeRegistry(list(BUILTIN_CODES))
-    if args.file:
-        try:
-            registry.load_yaml(args.file)
-        except ValueError as exc:  # CodeDefinitionError, ConfigFileError
-            print(f"error: {exc}", file=err)
-            return 1
+    registry = _registry([args.file] if args.file else None, err)
+    if registry is None:
+        return 1
     codes = [c for c in registry if args.level is None or int(c.level) == args.level]
     for code in codes:
         if args.json:
@@ -83,13 +106,15 @@ def _format_human(result: object) -> str:
 def _cmd_classify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from errtrace.core.rewrite import RuleFileError, RuleSet
 
-    ruleset = RuleSet()
+    codes = _registry(args.codes, err)
+    if codes is None:
+        return 1
+    ruleset = RuleSet(codes=codes)
     if args.rules:
         try:
             ruleset.load(args.rules, watch=False)
         except RuleFileError as exc:
-            print(f"error: {exc}", file=err)
-            return 1
+            return _rule_file_error(exc, args, err)
     messages: Sequence[str]
     if args.text is not None:
         messages = [args.text]
@@ -106,6 +131,15 @@ def _cmd_classify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 print(file=out)
             print(_format_human(result), file=out)
     return 0
+
+
+def _codes_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--codes",
+        action="append",
+        metavar="CODES_YAML",
+        help="load this codes file first, so rules may use its codes (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules_commands = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
     check = rules_commands.add_parser("check", help="validate a YAML rule file")
     check.add_argument("file", metavar="FILE")
+    _codes_option(check)
     check.set_defaults(handler=_cmd_rules_check)
 
     classify = commands.add_parser(
@@ -137,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--status", type=int, metavar="N", help="HTTP status of the response")
     classify.add_argument("--provider", metavar="P", help="provider, e.g. openai, anthropic")
     classify.add_argument("--rules", metavar="FILE", help="also apply this YAML rule file")
+    _codes_option(classify)
     classify.set_defaults(handler=_cmd_classify)
     return parser
 

@@ -132,3 +132,125 @@ def test_codes_lists_the_catalog_and_a_users_file(
     path.write_text("codes:\n  - id: bad id\n    level: 3\n")
     assert main(["codes", "--file", str(path)]) == 1
     assert "codes[0].id" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- user-defined codes
+
+ACME_CODES = """
+codes:
+  - id: ACME_BUDGET_EXHAUSTED
+    level: 1
+    http_status: 503
+    hint: Ask the platform team to raise the team budget.
+"""
+ACME_RULES = """
+rules:
+  - id: acme-budget
+    code: ACME_BUDGET_EXHAUSTED
+    patterns: ["team budget exhausted"]
+"""
+
+
+def _acme_files(tmp_path: Path) -> tuple[Path, Path]:
+    codes = tmp_path / "acme_codes.yaml"
+    codes.write_text(ACME_CODES, encoding="utf-8")
+    rules = tmp_path / "custom_code.yaml"
+    rules.write_text(ACME_RULES, encoding="utf-8")
+    return codes, rules
+
+
+def test_rules_check_with_the_codes_file_that_defines_the_rules_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    codes, rules = _acme_files(tmp_path)
+    assert main(["rules", "check", str(rules)]) == 1
+    err = capsys.readouterr().err
+    assert "'ACME_BUDGET_EXHAUSTED' is not a registered error code" in err
+    assert "--codes" in err  # says how to fix it
+    assert main(["rules", "check", "--codes", str(codes), str(rules)]) == 0
+    assert capsys.readouterr().out.strip() == "ok: 1 rule"
+
+
+def test_classify_with_a_user_code_uses_its_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    codes, rules = _acme_files(tmp_path)
+    argv = ["classify", "--json", "--codes", str(codes), "--rules", str(rules)]
+    assert main([*argv, "gateway: team budget exhausted for ml-platform"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["code"], row["rule"]) == ("ACME_BUDGET_EXHAUSTED", "acme-budget")
+    assert row["hint"] == "Ask the platform team to raise the team budget."
+    assert main(["classify", "--rules", str(rules), "x"]) == 1  # without the codes file
+
+
+def test_codes_option_is_repeatable_and_loads_in_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    codes, rules = _acme_files(tmp_path)
+    more = tmp_path / "more_codes.yaml"
+    more.write_text(
+        "codes:\n  - id: ACME_BUDGET_EXHAUSTED\n    override: true\n    level: 2\n"
+        "    http_status: 429\n    hint: Wait for the budget to reset.\n"
+        "  - id: ACME_GPU_POOL_DRAINED\n    level: 2\n",
+        encoding="utf-8",
+    )
+    rules.write_text(
+        ACME_RULES + "  - id: acme-gpu\n    code: ACME_GPU_POOL_DRAINED\n"
+        "    patterns: ['gpu pool drained']\n",
+        encoding="utf-8",
+    )
+    argv = ["--codes", str(codes), "--codes", str(more)]
+    assert main(["rules", "check", *argv, str(rules)]) == 0
+    assert capsys.readouterr().out.strip() == "ok: 2 rules"
+    assert main(["classify", "--json", *argv, "--rules", str(rules), "team budget exhausted"]) == 0
+    assert json.loads(capsys.readouterr().out)["hint"] == "Wait for the budget to reset."
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("codes:\n  - id: bad id\n    level: 1\n", ["codes[0].id"]),
+        ("codes:\n  - id: INTERNAL\n    level: 1\n", ["INTERNAL", "already registered"]),
+        ("codes: [\n", ["invalid YAML"]),
+    ],
+)
+@pytest.mark.parametrize("command", ["rules", "classify"])
+def test_a_bad_codes_file_is_reported_with_its_name(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    fragments: list[str],
+    command: str,
+) -> None:
+    _, rules = _acme_files(tmp_path)
+    bad = tmp_path / "bad_codes.yaml"
+    bad.write_text(text, encoding="utf-8")
+    argv = (
+        ["rules", "check", "--codes", str(bad), str(rules)]
+        if command == "rules"
+        else ["classify", "--codes", str(bad), "--rules", str(rules), "team budget exhausted"]
+    )
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"error: {bad}")
+    for fragment in fragments:
+        assert fragment in captured.err
+
+
+def test_a_missing_codes_file_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, rules = _acme_files(tmp_path)
+    absent = tmp_path / "absent.yaml"
+    assert main(["rules", "check", "--codes", str(absent), str(rules)]) == 1
+    err = capsys.readouterr().err
+    assert str(absent) in err and "cannot read" in err
+
+
+def test_codes_files_do_not_change_the_process_registry(tmp_path: Path) -> None:
+    from errtrace.core.codes import registry
+
+    codes, rules = _acme_files(tmp_path)
+    assert main(["rules", "check", "--codes", str(codes), str(rules)]) == 0
+    assert "ACME_BUDGET_EXHAUSTED" not in registry

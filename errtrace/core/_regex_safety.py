@@ -33,6 +33,9 @@ names), in every case. What passes still costs, per start position, at most one 
 over a run of text; when that run can also be the text before it (``\\w+\\d``: every
 start position rescans it) :func:`scans_quadratically` says so and the engine gives the
 pattern only the start of the message.
+
+:func:`required_literal` reads the same parse tree for the plain text every match must
+contain, which the classifier tests with ``in`` before it runs the regex.
 """
 
 from __future__ import annotations
@@ -47,70 +50,17 @@ MAX_PATTERN_LENGTH = 512
 """Longest pattern accepted in a rule file (built-ins are far shorter)."""
 
 
-@dataclass(frozen=True)
-class _Quant:
-    min: int
-    max: int | None  # None = unbounded
-    end: int  # index just past the quantifier
-
-
-def _read_quantifier(pattern: str, i: int) -> _Quant | None:
-    """The quantifier starting at ``pattern[i]``, or None when there is none."""
-    if i >= len(pattern):
-        return None
-    ch = pattern[i]
-    if ch == "*":
-        q = _Quant(0, None, i + 1)
-    elif ch == "+":
-        q = _Quant(1, None, i + 1)
-    elif ch == "?":
-        q = _Quant(0, 1, i + 1)
-    elif ch == "{":
-        close = pattern.find("}", i)
-        if close == -1:
-            return None
-        body = pattern[i + 1 : close]
-        lo_s, sep, hi_s = body.partition(",")
-        if not lo_s.isdigit() and not (sep and lo_s == ""):
-            return None  # a literal "{", as re treats it
-        if hi_s and not hi_s.isdigit():
-            return None
-        lo = int(lo_s) if lo_s else 0
-        hi: int | None = int(hi_s) if hi_s else (None if sep else lo)
-        q = _Quant(lo, hi, close + 1)
-    else:
-        return None
-    # lazy ``?`` or possessive ``+`` suffix does not change what can be matched
-    if q.end < len(pattern) and pattern[q.end] in "?+":
-        q = _Quant(q.min, q.max, q.end + 1)
-    return q
-
-
-def _skip_class(pattern: str, i: int) -> int:
-    """Index just past the character class that opens at ``pattern[i] == "["``."""
-    j = i + 1
-    if j < len(pattern) and pattern[j] == "^":
-        j += 1
-    if j < len(pattern) and pattern[j] == "]":
-        j += 1  # a leading "]" is literal
-    while j < len(pattern):
-        if pattern[j] == "\\":
-            j += 2
-            continue
-        if pattern[j] == "]":
-            return j + 1
-        j += 1
-    return j
-
-
 _parser: Any
 _c: Any
+_compiler: Any
 try:  # Python 3.11+: the parser behind ``re``, under its current name
     _parser = importlib.import_module("re._parser")
     _c = importlib.import_module("re._constants")
+    _compiler = importlib.import_module("re._compiler")
 except ImportError:  # pragma: no cover - Python 3.10
     _parser = importlib.import_module("sre_parse")
     _c = importlib.import_module("sre_constants")
+    _compiler = importlib.import_module("sre_compile")
 
 _LITERAL, _NOT_LITERAL, _ANY, _IN = _c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN
 _CHAR_OPS = (_LITERAL, _NOT_LITERAL, _ANY, _IN)
@@ -630,68 +580,104 @@ def scans_quadratically(pattern: str) -> bool:
     return _analyze(pattern)[1]
 
 
-_ESCAPE_CLASSES = frozenset("dDwWsSbBAZzG0123456789")
+# ---------------------------------------------------------------- required literal
+
+# Characters that IGNORECASE matches beyond their own lower and upper case ("i" also
+# matches the dotless "\u0131", "s" the long "\u017f", "\u03c3" the final "\u03c2"),
+# as ``re`` lists them; None when this Python does not name the table.
+_FOLD_TABLE: Any = getattr(_compiler, "_EXTRA_CASES", None) or getattr(
+    _compiler, "_ignorecase_fixes", None
+)
+_EXTRA_CASES: frozenset[int] | None = (
+    frozenset(_FOLD_TABLE) if isinstance(_FOLD_TABLE, dict) else None
+)
 
 
-def required_literal(pattern: str) -> str | None:
-    """The longest plain-text run every match of ``pattern`` must contain, or None.
+def _folds_to_itself(ch: str) -> str | None:
+    """``ch`` lower-cased, if every character IGNORECASE matches it with lower-cases to that.
+
+    None for a character a case-insensitive match may find in another spelling in
+    lower-cased text: one with extra case forms (``i``, ``s``, Greek sigma) or whose
+    lower case is two characters (``\u0130``). Without ``re``'s table every non-ASCII
+    character, ``i`` and ``s`` count as such.
+    """
+    low = ch.lower()
+    if len(low) != 1:
+        return None
+    if _EXTRA_CASES is None:
+        return low if low.isascii() and low not in "is" else None
+    if ord(low) in _EXTRA_CASES or ord(ch) in _EXTRA_CASES:
+        return None
+    return low
+
+
+_CASE_FLAGS = re.IGNORECASE | re.ASCII
+
+
+def _literal_runs(items: Any, fold: bool, runs: list[str], current: list[str]) -> None:
+    """Append to ``runs`` the literal text ``items`` match in a row; ``current`` is open.
+
+    Items of a sequence match consecutive stretches of the text, so consecutive literal
+    characters (also across a plain group, and into the first pass of a repetition that
+    must run once) are text every match contains. Anything else ends the run: what this
+    walk does not know can only make the gate shorter, never wrong.
+    """
+
+    def close() -> None:
+        runs.append("".join(current))
+        current.clear()
+
+    for op, av in items:
+        if op is _LITERAL:
+            ch = chr(av)
+            low = _folds_to_itself(ch) if fold else ch
+            if low is None:
+                close()
+            else:
+                current.append(low)
+        elif op is _c.SUBPATTERN and not (av[1] | av[2]) & _CASE_FLAGS:
+            # a group that keeps the case rules (flags such as (?s:...) change nothing here)
+            _literal_runs(av[-1], fold, runs, current)
+        elif op is _ATOMIC:
+            _literal_runs(av, fold, runs, current)
+        elif op in _REPEAT_OPS and av[0] >= 1:
+            # the first pass follows what comes before; after it may come another one
+            _literal_runs(av[2], fold, runs, current)
+            if av[0] != 1 or av[1] != 1:
+                close()
+        else:
+            close()
+
+
+@functools.lru_cache(maxsize=4096)
+def required_literal(pattern: str, *, ignorecase: bool = False) -> str | None:
+    """The longest plain text (at least 3 characters) every match of ``pattern`` contains.
 
     Used as a cheap ``in`` gate before the regex runs: when that text is absent the
-    regex cannot match, so it is not run. Only top-level literal characters count;
-    groups, classes and escapes such as ``\\d`` end a run, a top-level ``|`` means no
-    single run is required, and a character followed by a quantifier is left out.
+    regex cannot match, so it is not run. The pattern is read by ``re``'s own parser,
+    so escapes (``\\x27``, ``\\u00e9``, ``\\N{...}``, octal), verbose mode and
+    character classes mean what they mean to ``re``. Only characters the walk is sure of
+    count; anything else (a class, an optional part, an alternation, a look-around, a
+    group that changes the case rules) ends a run, and a pattern that does not parse
+    gives None.
+
+    With ``ignorecase`` (or the pattern's own ``(?i)``) the text is lower case, and every
+    string ``s`` in which ``re.search(pattern, s, re.IGNORECASE)`` finds a match holds
+    it in ``s.lower()``: characters that case folding can spell otherwise in
+    lower-cased text (``i``, ``s``, ``\u0130``, Greek sigma, ...) end a run. Without
+    it, every string in which ``re.search(pattern, s)`` finds a match holds it as is.
     """
+    try:
+        tree = _parser.parse(pattern)
+    except (re.error, RecursionError, OverflowError, ValueError):
+        return None
+    fold = ignorecase or bool(tree.state.flags & re.IGNORECASE)
     runs: list[str] = []
     current: list[str] = []
-    depth = 0
-    i = 0
-    n = len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < n:
-            nxt = pattern[i + 1]
-            token: str | None = None if nxt in _ESCAPE_CLASSES or nxt.isalpha() else nxt
-            i += 2
-        elif ch == "[":
-            token = None
-            i = _skip_class(pattern, i)
-        elif ch == "(":
-            depth += 1
-            token = None
-            i += 1
-        elif ch == ")":
-            depth -= 1
-            token = None
-            i += 1
-        elif ch == "|":
-            if depth == 0:
-                return None
-            token = None
-            i += 1
-        elif ch in ".^$":
-            token = None
-            i += 1
-        else:
-            token = ch
-            i += 1
-        quant = _read_quantifier(pattern, i)
-        if quant is not None:
-            i = quant.end
-            if token is not None:
-                if quant.min == 0:
-                    token = None
-                else:
-                    # "ab+" still requires "ab", but nothing after it is adjacent for sure
-                    current.append(token)
-                    token = None
-            runs.append("".join(current))
-            current = []
-            continue
-        if token is None or depth > 0:
-            runs.append("".join(current))
-            current = []
-        else:
-            current.append(token)
+    try:
+        _literal_runs(tree, fold, runs, current)
+    except RecursionError:
+        return None
     runs.append("".join(current))
     best = max(runs, key=len)
     return best if len(best) >= 3 else None

@@ -63,6 +63,7 @@ def classify(
 ) -> Classification:
     """Classify a provider/model error message into an ``LLM_*`` (or user) code.
 
+    A serving stack's accelerator out-of-memory text gives ``AI_GPU_OUT_OF_MEMORY``.
     ``text`` may be a str, bytes (any encoding; invalid UTF-8 is replaced), an
     exception or any object (its ``str``). ``status`` is the HTTP status when known;
     ``provider`` (e.g. ``"openai"``, ``"anthropic"``) is detected from the text when

@@ -200,10 +200,12 @@ def _build_table(ordered: list[_Entry]) -> _Table:
     compiled: list[_Compiled] = []
     for i, (rule, literals, regexes) in enumerate(ordered):
         bit = 1 << i
-        gates: list[str | None] = []
-        for source, _ in regexes:
-            gate = required_literal(source)
-            gates.append(gate.lower() if gate else None)
+        # user patterns run case-insensitively: their gates are lower case, and leave out
+        # characters case folding may spell otherwise ("i" also matches a dotless one)
+        gates = [
+            required_literal(source, ignorecase=bool(regex.flags & re.IGNORECASE))
+            for source, regex in regexes
+        ]
         compiled.append(
             _Compiled(
                 rule,
@@ -475,12 +477,19 @@ class RuleSet:
                 candidates ^= lowest
                 compiled = rules[lowest.bit_length() - 1]
                 rule = compiled.rule
-                if rule.status is not None:
+                if rule.status is not None or rule.weak:
                     if not text_status_known:
                         text_status = self._status_in_text(table, lowered, hits)
                         text_status_known = True
-                    if (status if status is not None else text_status) not in rule.status:
+                    known = status if status is not None else text_status
+                    if rule.status is not None and known not in rule.status:
                         continue
+                    if rule.weak and known is not None:
+                        # a type many failures share does not overrule a status that
+                        # names another one (OpenAI's 401/403 say invalid_request_error)
+                        suggested = status_code_for(known)
+                        if suggested is not None and suggested != rule.code:
+                            continue
                 if rule.provider is not None and prov not in rule.provider:
                     continue
                 if compiled.matches(lowered, hits):

@@ -222,32 +222,59 @@ def scan_envelope_fields(lowered: str, has: Has | None = None) -> dict[str, str]
 
 _INT = r"(\d[\d,]{0,12})"
 
-# (regex, requested group, limit group); the text is lower-cased.
-_CONTEXT_NUMBERS: tuple[tuple[re.Pattern[str], int, int], ...] = tuple(
+# (regex, requested groups, limit group); the text is lower-cased. The requested tokens
+# are the sum of their groups: some stacks give the prompt and the output budget apart.
+_CONTEXT_NUMBERS: tuple[tuple[re.Pattern[str], tuple[int, ...], int], ...] = tuple(
     (re.compile(p), req, lim)
     for p, req, lim in (
-        (rf"maximum context length is {_INT} tokens\W{{1,3}}however,? you requested {_INT}", 2, 1),
-        (rf"maximum context length is {_INT} tokens and your request has {_INT}", 2, 1),
         (
-            rf"maximum context length is {_INT} tokens\W{{1,3}}however,? your messages"
-            rf" resulted in {_INT}",
-            2,
+            rf"maximum context length is {_INT} tokens\W{{1,3}}however,? you requested {_INT}",
+            (2,),
             1,
         ),
-        (rf"prompt is too long: {_INT} tokens > {_INT}", 1, 2),
+        # vLLM: "... and your request has 3500 input tokens (1000 > 4096 - 3500)", where
+        # 1000 is max_tokens
+        (
+            rf"maximum context length is {_INT} tokens and your request has {_INT} input"
+            rf" tokens \({_INT} > ",
+            (2, 3),
+            1,
+        ),
+        (rf"maximum context length is {_INT} tokens and your request has {_INT}", (2,), 1),
+        (
+            rf"maximum context length is {_INT} tokens\W{{1,3}}however,? your (?:messages"
+            rf" resulted in|request has) {_INT}",
+            (2,),
+            1,
+        ),
+        (rf"prompt is too long: {_INT} tokens > {_INT}", (1,), 2),
         (
             rf"input token count \(?{_INT}\)? exceeds the maximum number of tokens"
             rf" allowed \(?{_INT}",
-            1,
+            (1,),
             2,
         ),
-        (rf"request \({_INT} tokens\) exceeds the available context size \({_INT}", 1, 2),
-        (rf"requested tokens \({_INT}\) exceed context window of {_INT}", 1, 2),
-        (rf"prompt contains {_INT} tokens.{{0,60}}?maximum context length of {_INT}", 1, 2),
-        (rf"prompt contains {_INT} tokens.{{0,60}}?model with {_INT} maximum context", 1, 2),
-        (rf"cannot exceed {_INT} - received {_INT}", 2, 1),
-        (rf"must be <= {_INT}\W{{1,3}}given: {_INT}", 2, 1),
-        (rf"n_prompt_tokens\W{{1,4}}{_INT}\W{{1,4}}n_ctx\W{{1,4}}{_INT}", 1, 2),
+        # Vertex AI
+        (
+            rf"input token count is {_INT} but (?:the )?model only supports up to {_INT}",
+            (1,),
+            2,
+        ),
+        (rf"request \({_INT} tokens\) exceeds the available context size \({_INT}", (1,), 2),
+        (rf"requested tokens \({_INT}\) exceed context window of {_INT}", (1,), 2),
+        (rf"prompt contains {_INT} tokens.{{0,60}}?maximum context length of {_INT}", (1,), 2),
+        (rf"prompt contains {_INT} tokens.{{0,60}}?model with {_INT} maximum context", (1,), 2),
+        (rf"cannot exceed {_INT} - received {_INT}", (2,), 1),
+        # TGI: "... must be <= 4096. Given: 4000 `inputs` tokens and 500 `max_new_tokens`"
+        (
+            rf"must be <= {_INT}\W{{1,3}}given: {_INT} \W{{0,3}}inputs\W{{0,3}} tokens and"
+            rf" {_INT} \W{{0,3}}max_new_tokens",
+            (2, 3),
+            1,
+        ),
+        (rf"must be <= {_INT}\W{{1,3}}given: {_INT}", (2,), 1),
+        (rf"must have less than {_INT} tokens\W{{1,3}}given: {_INT}", (2,), 1),
+        (rf"n_prompt_tokens\W{{1,4}}{_INT}\W{{1,4}}n_ctx\W{{1,4}}{_INT}", (1,), 2),
     )
 )
 _LIMIT_ONLY = re.compile(
@@ -330,17 +357,23 @@ def _number(text: str) -> int:
 
 
 def context_numbers(lowered: str, has: Has | None = None) -> dict[str, int]:
-    """``requested_tokens`` and ``limit_tokens`` (the context window) when the text has them."""
+    """``requested_tokens`` and ``limit_tokens`` (the context window) when the text has them.
+
+    ``requested_tokens`` is the whole request (prompt and output budget) when the text
+    gives both; a count below the limit (a stack that names only the prompt while the
+    output budget made it overflow) is left out rather than shown as "exceeded".
+    """
     has = has or lowered.__contains__
     for gate, (regex, req, lim) in zip(_CONTEXT_GATES, _CONTEXT_NUMBERS, strict=True):
         if not has(gate):
             continue
         match = regex.search(lowered)
         if match:
-            return {
-                "requested_tokens": _number(match.group(req)),
-                "limit_tokens": _number(match.group(lim)),
-            }
+            requested = sum(_number(match.group(group)) for group in req)
+            limit = _number(match.group(lim))
+            if requested < limit:
+                return {"limit_tokens": limit}
+            return {"requested_tokens": requested, "limit_tokens": limit}
     if not any(has(gate) for gate in _LIMIT_ONLY_GATES):
         return {}
     match = _LIMIT_ONLY.search(lowered)

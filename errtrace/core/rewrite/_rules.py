@@ -1,5 +1,9 @@
 """The built-in rule table: provider error wording -> LLM_* code.
 
+One rule targets an AI serving code instead: a serving stack (vLLM, TGI, a local
+torch server) that ran out of accelerator memory says so in words no provider uses,
+and ``AI_GPU_OUT_OF_MEMORY`` (retryable, "lower the batch size") is what it means.
+
 Rules are data. Each :class:`Rule` names a code, some case-insensitive regular
 expressions, optional ``status``/``provider`` conditions and a ``priority``; the
 first rule (highest priority first, then table order) whose conditions hold and one
@@ -15,7 +19,8 @@ Priority bands (user rules may sit above, between or below them):
          own error type/code (``insufficient_quota``, ``overloaded_error``)
  650-699 agent/tool layer: unparseable model output, unknown tools
  400-499 generic wording (``rate limit``, ``context window``, ``timed out``)
- 200-299 weak hints (a bare ``invalid_request_error`` or ``server_error`` type)
+ 200-299 weak hints (a bare ``invalid_request_error`` or ``server_error`` type);
+         they yield to an HTTP status that suggests another code
  100     the HTTP status passed by the caller, alone (``status-only:NNN``)
  50      an HTTP status found in the text, alone (``status-in-text:NNN``)
  0       nothing matched: ``LLM_UNKNOWN`` (``fallback:unknown``)
@@ -25,6 +30,12 @@ Within a band the order encodes which reading wins when a message says two thing
 quota beats rate limit (a quota error often arrives as a 429 that says "rate"),
 content filter beats invalid request (Azure sends filtered prompts as 400), overloaded
 beats server error (OpenAI labels overload ``server_error``).
+
+A weak hint outranks the bare status only where they agree or the status says nothing
+more: OpenAI puts ``"type": "invalid_request_error"`` on its 401, 403 and 404
+answers too, and a ``server_error`` may come as a 503 (overloaded). So a weak rule is
+skipped when the HTTP status (the caller's, else one written in the text) suggests
+another code; a credential, model or capacity failure is not blamed on the caller.
 
 Each rule may carry ``needles``: plain lower-case substrings of which at least one
 must occur before any of its regexes runs. That cheap ``in`` test keeps a message
@@ -66,6 +77,9 @@ class Rule:
     source: str = "builtin"
     anchors: tuple[str, ...] = ()
     """Whole tokens (``[a-z0-9]+``), one of which every match of the regexes contains."""
+    weak: bool = False
+    """A hint many different failures share (a bare error *type*): it does not decide
+    against an HTTP status that suggests another code (see :func:`status_code_for`)."""
 
 
 def _r(
@@ -97,6 +111,7 @@ def _r(
         status=frozenset(status) or None,
         confidence=confidence,
         anchors=anchors,
+        weak=priority < PRIORITY_GENERIC,
     )
 
 
@@ -115,6 +130,7 @@ CONN = "LLM_CONNECTION_ERROR"
 PARSE = "LLM_OUTPUT_PARSE_ERROR"
 TOOL = "LLM_TOOL_ERROR"
 UNKNOWN = "LLM_UNKNOWN"
+GPU_OOM = "AI_GPU_OUT_OF_MEMORY"
 
 P = PRIORITY_PROVIDER
 A = PRIORITY_AGENT
@@ -122,6 +138,25 @@ G = PRIORITY_GENERIC
 W = PRIORITY_WEAK
 
 BUILTIN_RULES: tuple[Rule, ...] = (
+    # ---- Gemini quota counters, before OpenAI's quota wording: Gemini says "You
+    # exceeded your current quota" for its per-minute and per-day limits too, and adds
+    # the metric and its own rate-limits page; a limit of 0 is a tier without quota ----
+    _r(
+        "gemini:no-quota-on-tier",
+        QUOTA,
+        P + 90,
+        [r"quota exceeded for metric: \S{1,160} limit: 0\b"],
+        ["limit: 0"],
+    ),
+    _r(
+        "gemini:quota-window",
+        RATE,
+        P + 85,
+        [
+            "quota exceeded for metric",
+            "gemini-api/docs/rate-limits",
+        ],
+    ),
     # ---- quota / billing (above rate limits: quota errors often come back as 429) ----
     _r(
         "openai:insufficient-quota",
@@ -250,6 +285,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         [
             r"input token count \(?\d+\)? exceeds the maximum",
             "exceeds the maximum number of tokens allowed",
+            # Vertex AI
+            r"input token count is \d+ but (?:the )?model only supports up to \d+",
         ],
         ["input token count", "maximum number of tokens allowed"],
     ),
@@ -316,6 +353,24 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"maximum (?:context|prompt) length",
         ],
         ["context", "too long", "too many tokens", "maximum"],
+    ),
+    # ---- accelerator memory (a serving stack's own failure; above rate limits: gRPC
+    # servers report exhausted memory as RESOURCE_EXHAUSTED too) ----
+    _r(
+        "gpu:out-of-memory",
+        GPU_OOM,
+        P + 55,
+        [
+            "cuda out of memory",  # torch: "CUDA out of memory. Tried to allocate ..."
+            "torch.outofmemoryerror",
+            "cuda.outofmemoryerror",
+            "cuda error: out of memory",
+            "cuda_error_out_of_memory",
+            "cudaerrormemoryallocation",
+            "cudamalloc failed: out of memory",  # llama.cpp
+            "hip out of memory",  # torch on ROCm
+            "mps backend out of memory",  # torch on Apple silicon
+        ],
     ),
     # ---- rate limits ----
     _r(
@@ -398,6 +453,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             "invalid_api_key",
             "you didn't provide an api key",
             "invalid authorization header",
+            "account associated with this api key has been deactivated",
         ],
     ),
     _r(
@@ -471,6 +527,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             "insufficient permissions for this operation",
             r"does not have access to model",
             "missing scopes",
+            "must be a member of an organization to use the api",
+            "organization must be verified to",
         ],
     ),
     _r(
@@ -843,6 +901,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"ids were found without .tool_result. blocks",
             r"max_tokens: field required",
             r"cannot both be specified",
+            # our request body, not the model's output (above agent:output-not-json)
+            "request body is not valid json",
         ],
         ["alternate", "tool_result", "field required", "both be specified"],
     ),
@@ -861,6 +921,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"invalid schema for (?:function|response_format)",
             r"'\$\.\S{1,60}' is (?:invalid|too short|too long)",
             r"invalid value for '",
+            # our request body, not the model's output (above agent:output-not-json)
+            "could not parse the json body of your request",
         ],
         [
             "unrecognized request",
