@@ -86,10 +86,11 @@ def outgoing_headers() -> dict[str, str]:
     return headers
 
 
-def report(code: str, message: str | None = None, **details: Any) -> ErrorEvent:
+def report(code: str, message: str | None = None, /, **details: Any) -> ErrorEvent:
     """Record a condition that does not fail the request (levels 4-6: slow, cache miss).
 
-    Never raises: an unknown code is recorded as given, logged and counted.
+    Never raises: an unknown code is recorded as given, logged and counted. ``code`` and
+    ``message`` are positional-only, so a detail may have any name (``code="sku-42"``).
     """
     return runtime_for(current()).report(code, message, **details)
 

@@ -149,8 +149,8 @@ async def test_a_client_sees_a_failed_plain_stream_as_incomplete() -> None:
 async def test_sse_gets_a_final_error_event() -> None:
     async with client(ErrtraceMiddleware(mid_stream_app)) as c:
         r = await c.get("/sse")
-    first, second = r.text.strip().split("\n\n")
-    assert first == "data: first"
+    first, blank, second = r.text.strip().split("\n\n")
+    assert first == "data: first" and blank == ""  # the error event starts with a blank line
     event_line, data_line = second.split("\n")
     assert event_line == "event: error"
     doc = json.loads(data_line.removeprefix("data: "))

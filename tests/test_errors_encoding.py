@@ -299,8 +299,14 @@ def test_error_writer_matches_the_document_path_for_every_code(config: Config) -
         lambda: errtrace.AppError(
             "LLM_RATE_LIMITED", remote=RemoteError(code="LLM_RATE_LIMITED", event_id="E1")
         ),
+        lambda: errtrace.AppError("BAD_REQUEST", details={"score": float("nan")}),
+        lambda: errtrace.AppError("BAD_REQUEST", details={"by_pair": {("a", "b"): 1}}),
+        lambda: errtrace.AppError("PAYLOAD_TOO_LARGE", headers={"X-Max-MB": 5}),  # type: ignore[dict-item]
+        lambda: errtrace.AppError("NOT_FOUND", 42),  # type: ignore[arg-type]
+        lambda: errtrace.AppError("BAD_REQUEST", ValueError("secret")),  # type: ignore[arg-type]
     ],
-    ids=["field-errors", "retry-after", "own-headers", "details", "private", "remote"],
+    ids=["field-errors", "retry-after", "own-headers", "details", "private", "remote",
+         "nan-detail", "tuple-key", "int-header", "int-message", "exception-message"],
 )
 def test_error_writer_documents_with_more_than_the_code(make: Any) -> None:
     from errtrace.core.encoding import ErrorWriter
@@ -308,9 +314,13 @@ def test_error_writer_documents_with_more_than_the_code(make: Any) -> None:
     for config in (Config(), Config(debug=True)):
         err = make()
         err.event_id = "01JDX3Q0M2V8Y7K9R5T4W6Z1AB"
-        assert ErrorWriter(config).response(err, CTX, err.event_id) == _slow_response(
-            err, CTX, config
-        )
+        fast = ErrorWriter(config).response(err, CTX, err.event_id)
+        assert fast == _slow_response(err, CTX, config)
+        assert isinstance(json.loads(fast[2], parse_constant=_no_constant)["detail"], str)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259)")
 
 
 def test_error_writer_follows_a_code_registered_again() -> None:

@@ -9,23 +9,33 @@ members ``code``, ``level``, ``trace_id``, ``span_id``, ``biz_code``, ``event_id
 The neutral dict is the same information under transport-neutral names; the gRPC
 interceptors turn it into ``google.rpc.Status`` with ``ErrorInfo`` and ``RetryInfo``.
 Exception text and stack traces appear only when debug is on.
+
+Every body written is strict JSON (RFC 8259), whatever the raiser put in ``details``:
+the encoders refuse NaN and the infinities, and the rare document they cannot write as
+it is (such a float, a dict key that is not text, a value whose ``str()`` fails, a
+cycle) is written again from the copy :func:`jsonable` makes of it. NaN and the
+infinities, which JSON has no form for, become ``null``, as JavaScript's
+``JSON.stringify`` writes them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import traceback
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any, NamedTuple
 
-from errtrace.core.codes import CODE_ID_RE, ErrorCode
+from errtrace.core.codes import CODE_ID_RE, ErrorCode, short_repr
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext
 from errtrace.core.errors import MAX_RETRY_AFTER, AppError, RemoteError
 from errtrace.core.status import parse_retry_after as parse_retry_after  # re-exported
 from errtrace.core.status import small_int
+
+log = logging.getLogger("errtrace")
 
 PROBLEM_JSON = "application/problem+json"
 MAX_CHAIN = 16
@@ -117,24 +127,117 @@ def sse_error_event(
     """The final ``event: error`` of a ``text/event-stream`` that failed mid-stream.
 
     Its ``data`` is the problem document on one line, so an EventSource client gets
-    the same structured error as a non-streaming one.
+    the same structured error as a non-streaming one. It starts with a blank line: the
+    stream may have stopped inside a line or an event, and the WHATWG event-stream
+    parser would then read ``event: error`` into that event. The first line break ends
+    any partial line, the blank line dispatches any partial event (or, after a complete
+    event, dispatches nothing: its data buffer is empty), so the error is always an
+    event of its own.
     """
     doc = problem(err, ctx, err.event_id, config)
-    return b"event: error\ndata: " + json.dumps(doc, default=str).encode() + b"\n\n"
+    try:
+        data = _SSE_ENCODER.encode(doc)
+    except Exception:  # rare: see problem_json
+        data = _SSE_ENCODER.encode(jsonable(doc))
+    return b"\n\nevent: error\ndata: " + data.encode() + b"\n\n"
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+# allow_nan=False: NaN and the infinities are not JSON (RFC 8259 section 6); the encoder
+# raises on them, and the fallback writes them as null.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=False)
+_SSE_ENCODER = json.JSONEncoder(default=str, allow_nan=False)
 
 
-def problem_json(body: Mapping[str, Any]) -> bytes:
-    """Serialize a problem document (non-JSON values become strings)."""
-    return _ENCODER.encode(body).encode()
+def problem_json(body: Any) -> bytes:
+    """Serialize a problem document (or any JSON-able value: a fallback's dict or list)
+    as strict JSON (other values become strings).
+
+    The C encoder writes the common document at full speed; only one it raises on (a
+    NaN, a key that is not text, a ``str()`` that fails, a cycle, nesting too deep) is
+    written again from its :func:`jsonable` copy, so an error's own status and code are
+    answered whatever its details hold.
+    """
+    try:
+        return _ENCODER.encode(body).encode()
+    except Exception:  # any of the above; the copy cannot make the encoder raise
+        return _ENCODER.encode(jsonable(body)).encode()
+
+
+_MAX_DEPTH = 100
+_INT_BITS = 10_000  # well within the 4300 digits int -> str converts by default
+
+
+def jsonable(value: Any) -> Any:
+    """A copy of ``value`` that a strict JSON encoder writes as the problem+json encoder
+    does (RFC 8259), made without raising.
+
+    Text, finite numbers, booleans and None stay as they are; dicts and lists are
+    copied, tuples become lists. NaN and the infinities, which JSON has no form for,
+    become None. A dict key that is not text becomes the text JSON writes for it
+    (``"1"``, ``"true"``, ``"null"``) or else its ``str()``. Any other value becomes its
+    ``str()``, or ``"<unprintable TYPE>"`` when that fails. A container met again inside
+    itself, or nested more than 100 deep, is cut off as a short string.
+    """
+    return _jsonable(value, set(), 0)
+
+
+def _jsonable(value: Any, seen: set[int], depth: int) -> Any:
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() < _INT_BITS else _int_text(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if not isinstance(value, (dict, list, tuple)):
+        return _text(value)
+    if depth >= _MAX_DEPTH:
+        return "<nested too deeply>"
+    marker = id(value)
+    if marker in seen:
+        return "<circular reference>"
+    seen.add(marker)
+    try:
+        if isinstance(value, dict):
+            return {_key(k): _jsonable(v, seen, depth + 1) for k, v in list(value.items())}
+        return [_jsonable(item, seen, depth + 1) for item in list(value)]
+    except Exception:  # a container subclass whose items() or iteration raises
+        return _text(value)
+    finally:
+        seen.discard(marker)
+
+
+def _key(key: Any) -> str:
+    # JSON's own text for the keys it accepts (the C encoder's), str() for the others.
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool):
+        return "null" if key is None else "true" if key else "false"
+    if isinstance(key, int):
+        return _int_text(key)
+    if isinstance(key, float) and math.isfinite(key):
+        return float.__repr__(key)
+    return _text(key)
+
+
+def _int_text(value: int) -> str:
+    try:
+        return int.__repr__(value)
+    except ValueError:  # more digits than int -> str converts
+        return f"<int of {value.bit_length()} bits>"
+
+
+def _text(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
 
 
 def error_headers(
     err: AppError, ctx: ErrorContext | None, event_id: str | None, config: Config
 ) -> list[tuple[str, str]]:
-    """The response headers of an error: code, level, event id, trace id, Retry-After."""
+    """The response headers of an error: code, level, event id, trace id, Retry-After,
+    and the error's own headers (see :func:`_own_headers`)."""
     headers = [
         (config.error_code_header, err.code),
         (config.error_level_header, str(int(err.level))),
@@ -143,17 +246,74 @@ def error_headers(
         headers.append((config.event_id_header, event_id))
     if ctx is not None:
         headers.append((config.trace_id_header, ctx.trace_id))
-    own = {name.lower() for name in err.headers}
-    retry = retry_after_header(err) if "retry-after" not in own else None
-    if retry is not None:
-        headers.append(("Retry-After", retry))
-    for name, value in err.headers.items():
-        if name.lower() not in ("content-type", "content-length"):
-            if isinstance(value, str):
-                headers.append((name, value))
-            else:  # one header line per value (Set-Cookie)
-                headers.extend((name, item) for item in value)
+    own = _own_headers(err) if err.headers else []
+    # A Retry-After of the error's own (one the app set) is written as it is and alone.
+    if "retry-after" not in {name.lower() for name, _ in own}:
+        retry = retry_after_header(err)
+        if retry is not None:
+            headers.append(("Retry-After", retry))
+    headers.extend(own)
     return headers
+
+
+_BODY_HEADERS = ("content-type", "content-length")
+
+
+def _own_headers(err: AppError) -> list[tuple[str, str]]:
+    """The lines of ``err.headers`` a response can carry, as text pairs.
+
+    A list or tuple value gives one line per item (``Set-Cookie``); a number is written
+    with ``str()``. A name or value that no HTTP response can carry (not text, or text
+    outside latin-1) is left out and logged once per name: the error is being answered
+    on a failure path, where raising again would replace its own status with a 500.
+    Content-Type and Content-Length are the body's, never the error's.
+    """
+    out: list[tuple[str, str]] = []
+    for name, value in err.headers.items():
+        if (isinstance(value, str) and isinstance(name, str)
+                and value.isascii() and name.isascii()):  # the common case
+            if name.lower() not in _BODY_HEADERS:
+                out.append((name, value))
+            continue
+        items: Sequence[object] = value if isinstance(value, (list, tuple)) else (value,)
+        for item in items:
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                item = str(item)
+            if not (isinstance(name, str) and isinstance(item, str)
+                    and _latin1(name) and _latin1(item)):
+                _warn_dropped_header(err, name, item)
+            elif name.lower() not in _BODY_HEADERS:
+                out.append((name, item))
+    return out
+
+
+def _latin1(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_dropped_warned: set[str] = set()
+
+
+def _warn_dropped_header(err: AppError, name: object, value: object) -> None:
+    shown = short_repr(name)
+    if shown in _dropped_warned or len(_dropped_warned) >= 1000:
+        return
+    _dropped_warned.add(shown)
+    if not isinstance(name, str) or not _latin1(name):
+        why = "its name is not latin-1 text"
+    elif isinstance(value, str):
+        why = "its value is not latin-1 text"
+    else:
+        why = f"a {type(value).__name__} value is not header text"
+    log.warning(
+        "errtrace: header %s of error %s left out of the response: %s", shown, err.code, why
+    )
 
 
 class ErrorWriter:

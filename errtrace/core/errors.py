@@ -134,7 +134,16 @@ def _warn_unregistered(code_id: str) -> None:
 
 
 class AppError(Exception):
-    """Raised by application code (or produced by translation) for a failure with a code."""
+    """Raised by application code (or produced by translation) for a failure with a code.
+
+    ``message`` is the text clients see as the problem's ``detail``. One that is not
+    text never fails the error (it is raised on a failure path, where a TypeError would
+    replace its own status with a 500): an exception given as the message, as in
+    ``except ValueError as exc: raise AppError("BAD_REQUEST", exc)``, becomes the
+    error's cause (its text is the exception's, which clients see only when debug is
+    on) and is logged once; any other value is written with ``str()``. Type checkers
+    still flag both at the raise site.
+    """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> AppError:
         if cls is AppError:
@@ -150,7 +159,9 @@ class AppError(Exception):
     status_override: int | None
     headers: dict[str, str | list[str]]
     """Extra headers of this error's HTTP response; a list value sends the header once
-    per item (several ``Set-Cookie`` headers, which cannot be joined into one)."""
+    per item (several ``Set-Cookie`` headers, which cannot be joined into one). A number
+    is sent as its ``str()``; a name or value that no response can carry (not text, or
+    not latin-1) is left out of the response and logged, rather than failing it."""
 
     def __init__(
         self,
@@ -177,6 +188,8 @@ class AppError(Exception):
             )
         else:
             raise TypeError(f"code must be a code id or ErrorCode, got {type(code).__name__}")
+        if message is not None and not isinstance(message, str):
+            message, cause = _message_text(message, cause, self.error_code.id)
         self.message = message
         self.details: dict[str, Any] = dict(details or {})
         self.remote = remote
@@ -283,6 +296,29 @@ class AppError(Exception):
         ))
 
 
+_warned_messages: set[str] = set()
+
+
+def _message_text(
+    message: object, cause: BaseException | None, code_id: str
+) -> tuple[str | None, BaseException | None]:
+    """The (message, cause) of an AppError given a message that is not text."""
+    if isinstance(message, BaseException):
+        key = f"{code_id}:{type(message).__qualname__}"
+        if key not in _warned_messages and len(_warned_messages) < 1000:
+            _warned_messages.add(key)
+            log.warning(
+                "errtrace: AppError(%r, <%s>): an exception given as the message is kept "
+                "as the cause, not shown to clients; pass a text message and cause=exc",
+                code_id[:100], type(message).__name__,
+            )
+        return None, cause if cause is not None else message
+    try:
+        return str(message), cause
+    except Exception:  # a __str__ that fails: the code's own text is shown
+        return None, cause
+
+
 def _rebuild(
     code: ErrorCode,
     message: str | None,
@@ -361,12 +397,16 @@ def error_for_http_status(
     code = _HTTP_CODES.get(status) or ("BAD_REQUEST" if status < 500 else "INTERNAL")
     own = dict(headers or {})
     details: dict[str, Any] = {}
-    for name in [n for n in own if n.lower() == "retry-after"]:
-        # Kept as the error's retry_after, so exactly one Retry-After is written and the
-        # body shows it; a value that does not parse stays a header as it was.
-        seconds = parse_retry_after(own[name])
+    names = [n for n in own if isinstance(n, str) and n.lower() == "retry-after"]
+    for name in names[1:]:  # exactly one Retry-After is written: the first one set
+        del own[name]
+    if names:
+        # The app's own Retry-After stays its header, as it was set, whatever the
+        # code's retryable flag: RFC 9110 (10.2.3) gives it a meaning on 413, 429, 503
+        # and 3xx alike. The error then writes no Retry-After of its own; the delay
+        # also becomes its retry_after, so the body shows it.
+        seconds = parse_retry_after(own[names[0]])
         if seconds is not None:
-            del own[name]
             details["retry_after"] = seconds
     return AppError(code, message, status=status, headers=own, details=details)
 

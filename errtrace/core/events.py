@@ -12,9 +12,10 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from errtrace.core.encoding import jsonable
 from errtrace.core.stats import stats
 
 log = logging.getLogger("errtrace")
@@ -53,9 +54,18 @@ class ErrorEvent:
     private_provider_text: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy (including the private fields: for logs, not clients)."""
-        return asdict(self)
+        """A JSON-ready copy (including the private fields: for logs, not clients).
 
+        Values are converted as the problem+json encoder converts them
+        (:func:`~errtrace.core.encoding.jsonable`): bytes, datetimes and other objects
+        become their ``str()``, NaN and the infinities None, tuples lists, dict keys
+        text. ``json.dumps`` takes the result as it is (even with ``allow_nan=False``),
+        and making it never raises: it is called from hooks that ship events.
+        """
+        return {name: jsonable(getattr(self, name)) for name in _FIELDS}
+
+
+_FIELDS = tuple(f.name for f in fields(ErrorEvent))
 
 Listener = Callable[[ErrorEvent], None]
 

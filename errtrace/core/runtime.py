@@ -423,7 +423,7 @@ class Runtime:
 
     # -- report ---------------------------------------------------------------------------
 
-    def report(self, code: str, message: str | None = None, **details: Any) -> ErrorEvent:
+    def report(self, code: str, message: str | None = None, /, **details: Any) -> ErrorEvent:
         """Record a condition (meant for levels 4-6) without raising or failing anything.
 
         A code that is not registered is recorded at level 5 (INFO), under its own id
@@ -531,11 +531,9 @@ def plain_fallback_response(
     Returns None for any other object: the adapter then treats it as a response of its
     own framework (a Starlette ``Response``, a Flask/WSGI response).
     """
-    import json
-
     headers = [trace_header, ("X-Errtrace-Fallback", code)]
     if isinstance(result, (dict, list)):
-        body = json.dumps(result, separators=(",", ":"), default=str).encode()
+        body = problem_json(result)  # strict JSON: a NaN becomes null
         return 200, [("Content-Type", "application/json"), *headers], body
     if isinstance(result, str):
         return 200, [("Content-Type", "text/plain; charset=utf-8"), *headers], result.encode()
