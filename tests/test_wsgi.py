@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response
 import errtrace
 from errtrace.core.config import Config
 from errtrace.core.runtime import Runtime
-from errtrace.middleware.wsgi import ErrtraceWSGIMiddleware, WSGIEnvironGetter
+from errtrace.middleware.wsgi import ErrtraceWSGIMiddleware, ResponseCutShort, WSGIEnvironGetter
 from errtrace.testing import capture_events
 from tests.conftest import TRACE_ID, TRACEPARENT
 
@@ -231,24 +231,28 @@ def test_error_after_write_records_without_a_second_response() -> None:
         write(b"partial")
         raise RuntimeError("late")
 
-    with capture_events() as events:
-        r = client(app).get("/")
-    assert r.status_code == 200
-    assert r.data == b"partial"
+    with capture_events() as events, pytest.raises(ResponseCutShort) as cut:
+        client(app).get("/")
+    # The server is told, so it closes the connection: "partial" is not passed off as
+    # the whole body.
     assert len(events) == 1 and events[0].response_started is True
+    assert (cut.value.code, cut.value.event_id) == ("INTERNAL", events[0].event_id)
 
 
 # -- errors while streaming ------------------------------------------------------------
 
 
-def test_error_mid_stream_is_recorded_once_and_the_body_ends_cleanly() -> None:
+def test_error_mid_stream_is_recorded_once_and_the_body_is_cut_short() -> None:
     body = TrackedBody([b"one ", b"two "], RuntimeError("boom"))
     with capture_events() as events:
-        r = client(streaming_app(body)).get("/", headers={"traceparent": TRACEPARENT})
-        data = r.data
-        r.close()
-    assert r.status_code == 200
-    assert data == b"one two "
+        result, status = _call(ErrtraceWSGIMiddleware(streaming_app(body)),
+                               {"traceparent": TRACEPARENT})
+        chunks = iter(result)
+        assert [next(chunks), next(chunks)] == [b"one ", b"two "]
+        with pytest.raises(ResponseCutShort):
+            next(chunks)
+        result.close()  # type: ignore[attr-defined]
+    assert [line for line, _ in status] == ["200 OK"]
     assert [(e.code, e.response_started, e.trace_id) for e in events] == [
         ("INTERNAL", True, TRACE_ID)
     ]
@@ -261,7 +265,8 @@ def test_sse_error_mid_stream_ends_with_an_error_event() -> None:
     r = client(streaming_app(body, "text/event-stream")).get(
         "/", headers={"traceparent": TRACEPARENT}
     )
-    first, error = r.data.decode().split("\n\n")[:2]
+    # The error event starts with a blank line, which ends any event cut off mid-line.
+    first, error = [block for block in r.data.decode().split("\n\n") if block][:2]
     assert first == "data: 1"
     name, data = error.split("\n")
     assert name == "event: error"
@@ -272,8 +277,10 @@ def test_sse_error_mid_stream_ends_with_an_error_event() -> None:
 
 def test_sse_error_event_can_be_switched_off() -> None:
     body = TrackedBody([b"data: 1\n\n"], errtrace.AppError("LLM_OVERLOADED"))
+    # Without its error event, a failed stream is cut short like any other body.
     r = client(streaming_app(body, "text/event-stream"), sse_error_event=False).get("/")
-    assert r.data == b"data: 1\n\n"
+    with pytest.raises(ResponseCutShort):
+        r.get_data()
 
 
 def test_generator_sees_the_context_while_streaming() -> None:
@@ -385,10 +392,13 @@ def test_an_error_raised_by_close_after_the_body_is_recorded_not_raised(
 def test_an_error_in_the_body_and_one_in_close_are_two_events() -> None:
     body = TrackedBody([b"a"], RuntimeError("mid-body"), close_error=ValueError("close"))
     with capture_events() as events:
-        r = client(streaming_app(body)).get("/", headers={"traceparent": TRACEPARENT})
-        data = r.data
-        r.close()
-    assert (r.status_code, data) == (200, b"a")
+        result, _ = _call(ErrtraceWSGIMiddleware(streaming_app(body)),
+                          {"traceparent": TRACEPARENT})
+        chunks = iter(result)
+        assert next(chunks) == b"a"
+        with pytest.raises(ResponseCutShort):
+            next(chunks)
+        result.close()  # type: ignore[attr-defined]
     assert [(e.code, e.exception_type) for e in events] == [
         ("INTERNAL", "RuntimeError"), ("INTERNAL", "ValueError")
     ]
@@ -426,7 +436,7 @@ def test_after_response_runs_for_an_error_raised_by_close(monkeypatch: pytest.Mo
     result, _ = _call(ErrtraceWSGIMiddleware(streaming_app(body, "text/event-stream"), runtime))
     chunks = iter(result)
     assert next(chunks) == b"data: 1\n\n"
-    assert next(chunks).startswith(b"event: error\n")
+    assert next(chunks).lstrip(b"\n").startswith(b"event: error\n")
     result.close()  # type: ignore[attr-defined]
     assert [type(failure.error.cause) for failure in done] == [ValueError, RuntimeError]
 
@@ -525,11 +535,12 @@ class serve:
         self.thread.join(5)
 
 
-def test_real_server_streams_context_and_ends_cleanly_on_a_mid_stream_error() -> None:
+def test_real_server_streams_context_and_cuts_the_body_short_on_a_mid_stream_error() -> None:
     body = TrackedBody([b"a", b"b"], RuntimeError("broke"))
-    with serve(ErrtraceWSGIMiddleware(streaming_app(body))) as url, capture_events() as ev:
-        r = httpx.get(url, headers={"traceparent": TRACEPARENT})
-    assert r.status_code == 200 and r.content == b"ab"
+    # The client sees the body incomplete, not a complete-looking "ab".
+    with serve(ErrtraceWSGIMiddleware(streaming_app(body))) as url, capture_events() as ev, \
+            pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(url, headers={"traceparent": TRACEPARENT})
     assert [view.trace_id for view in body.seen] == [TRACE_ID, TRACE_ID]
     assert [(e.code, e.response_started) for e in ev] == [("INTERNAL", True)]
     # The server closes the body after the client has the last byte: wait for it.

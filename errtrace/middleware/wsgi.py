@@ -3,9 +3,11 @@
 It wraps ``start_response`` to add ``X-Trace-ID`` to every response, and turns an
 exception escaping the app into a problem+json response while no body byte has been
 handed to the server (PEP 3333 lets ``start_response`` be called again with
-``exc_info`` until then). After the body started it records the error and ends the body
-cleanly; a ``text/event-stream`` response first gets a final ``event: error`` carrying
-the problem document, as on ASGI. The answer to a ``HEAD`` request keeps the headers
+``exc_info`` until then). After the body started it records the error; a
+``text/event-stream`` response then gets a final ``event: error`` carrying the problem
+document and ends, as on ASGI, and any other body is cut short: :class:`ResponseCutShort`
+is raised to the server, which closes the connection, so the client sees an incomplete
+body rather than a complete-looking one. The answer to a ``HEAD`` request keeps the headers
 of that error response (``Content-Length`` included) and sends no body.
 
 The context stays bound while the server iterates the body, so streaming generators see
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext, bind, reset
 from errtrace.core.encoding import sse_error_event
+from errtrace.core.errors import AppError
 from errtrace.core.policy import NO_RESULT
 from errtrace.core.propagation import TRACEPARENT
 from errtrace.core.runtime import Failure, Runtime, plain_fallback_response, resolve_runtime
@@ -109,6 +112,22 @@ class ErrtraceWSGIMiddleware:
         return _ResponseBody(exchange, inner)
 
 
+class ResponseCutShort(Exception):
+    """Raised to the WSGI server when a response fails after its body started (and it is
+    not an event stream, which gets its ``event: error`` and ends). The server then
+    closes the connection, so the client sees the body incomplete instead of a
+    complete-looking one. errtrace has recorded and logged the error itself; this
+    exception only carries its code and event id."""
+
+    def __init__(self, code: str, event_id: str) -> None:
+        super().__init__(
+            f"errtrace: {code} after the response body started (event {event_id}); "
+            "the response is cut short"
+        )
+        self.code = code
+        self.event_id = event_id
+
+
 class _Exchange:
     """The state of one request (never kept on the middleware, which serves many threads)."""
 
@@ -189,7 +208,7 @@ class _Exchange:
                 self.exc_info = None
         if self.event_stream and mw.runtime.config.sse_error_event:
             return [sse_error_event(failure.error, self.ctx, mw.runtime.config)]
-        return []
+        raise ResponseCutShort(failure.error.code, failure.event.event_id) from None
 
     def fail_after_close(self, exc: Exception) -> None:
         """Record ``exc``, raised while the body was closed: nothing can be sent."""
@@ -227,7 +246,16 @@ class _Exchange:
                 else:
                     self.replacement = body
                     return body
-        return self._send(*runtime.http_error(failure.error, self.ctx))
+        err = failure.error
+        try:
+            answer = runtime.http_error(err, self.ctx)
+        except Exception:
+            log.exception("errtrace: the answer to %s could not be encoded; answering INTERNAL",
+                          err.code)
+            internal = AppError("INTERNAL")
+            internal.event_id = err.event_id
+            answer = runtime.http_error(internal, self.ctx)
+        return self._send(*answer)
 
     def _restart(
         self,
