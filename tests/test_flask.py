@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -13,7 +14,17 @@ from typing import Any
 import httpx
 import pytest
 from flask import Blueprint, Flask, Response, abort, jsonify, request, stream_with_context
-from werkzeug.exceptions import HTTPException, InternalServerError, NotFound, TooManyRequests
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import (
+    BadRequest,
+    ClientDisconnected,
+    Forbidden,
+    HTTPException,
+    InternalServerError,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
 from werkzeug.serving import BaseWSGIServer, make_server
 
 import errtrace
@@ -321,6 +332,110 @@ def test_werkzeug_retry_after_is_sent_once_and_shown_in_the_body(app: Flask) -> 
     assert problem_of(r)["retry_after"] == 30
 
 
+def test_repeated_headers_of_a_werkzeug_exception_are_all_sent(app: Flask) -> None:
+    class SessionExpired(Forbidden):
+        def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+            return [
+                *super().get_headers(environ, scope),
+                ("Set-Cookie", "session=; Max-Age=0"),
+                ("Set-Cookie", "csrf=; Max-Age=0"),
+            ]
+
+    @app.get("/private")
+    def private() -> Any:
+        raise Unauthorized(www_authenticate=[
+            WWWAuthenticate("basic", {"realm": "api"}),
+            WWWAuthenticate("bearer", {"realm": "api"}),
+        ])
+
+    @app.get("/expired")
+    def expired() -> Any:
+        raise SessionExpired()
+
+    challenges = ["Basic realm=api", "Bearer realm=api"]
+    cookies = ["session=; Max-Age=0", "csrf=; Max-Age=0"]
+    c = app.test_client()
+    r = c.get("/private")
+    assert r.status_code == 401 and problem_of(r)["code"] == "UNAUTHENTICATED"
+    assert r.headers.getlist("WWW-Authenticate") == challenges
+    r = c.get("/expired")
+    assert r.status_code == 403 and problem_of(r)["code"] == "PERMISSION_DENIED"
+    assert r.headers.getlist("Set-Cookie") == cookies
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        private, expired = httpx.get(f"{url}/private"), httpx.get(f"{url}/expired")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert private.headers.get_list("www-authenticate") == challenges
+    assert expired.headers.get_list("set-cookie") == cookies
+
+
+def test_a_client_that_left_mid_upload_is_cancelled_not_a_bad_request(app: Flask) -> None:
+    @app.post("/upload")
+    def upload() -> Any:
+        raise ClientDisconnected()
+
+    with capture_events() as events:
+        app.test_client().post("/upload", data=b"x")
+    assert [(e.code, e.level, e.exception_type) for e in events] == [
+        ("CANCELLED", 5, "werkzeug.exceptions.ClientDisconnected")
+    ]
+    assert "errors.BAD_REQUEST" not in errtrace.stats()
+
+
+def test_a_client_that_left_mid_upload_on_a_real_server(app: Flask) -> None:
+    @app.post("/upload")
+    def upload() -> Any:
+        return {"size": len(request.get_data())}
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with capture_events() as events:
+            with socket.create_connection(("127.0.0.1", server.server_port)) as sock:
+                sock.sendall(
+                    b"POST /upload HTTP/1.1\r\nHost: test\r\n"
+                    b"Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
+                    + b"x" * 10
+                )
+                time.sleep(0.1)
+                sock.shutdown(socket.SHUT_WR)  # gone, 99990 bytes short
+            assert wait_until(lambda: len(events) >= 1)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert [(e.code, e.level, e.route) for e in events] == [("CANCELLED", 5, "/upload")]
+
+
+def test_a_structured_description_is_a_detail_member_not_the_detail(app: Flask) -> None:
+    @app.post("/items")
+    def items() -> Any:
+        abort(400, description={"name": ["required"]})
+
+    @app.post("/text")
+    def text() -> Any:
+        abort(400, description="name is required")
+
+    c = app.test_client()
+    with capture_events() as events:
+        r = c.post("/items")
+    body = problem_of(r)
+    assert r.status_code == 400 and r.headers["X-Error-Code"] == "BAD_REQUEST"
+    # RFC 9457: "detail" is a string; the structure reaches the client in details.
+    assert body["detail"] == BadRequest.description
+    assert body["details"] == {"description": {"name": ["required"]}}
+    assert events[0].details == {"description": {"name": ["required"]}}
+    body = problem_of(c.post("/text"))
+    assert body["detail"] == "name is required" and "details" not in body
+
+
 def test_error_in_after_request_is_problem_json_recorded_once(app: Flask) -> None:
     @app.after_request
     def broken(response: Response) -> Response:
@@ -359,7 +474,8 @@ def test_sse_error_mid_stream_is_recorded_once_with_an_error_event(app: Flask) -
         r = app.test_client().get("/stream-error", headers={"traceparent": TRACEPARENT})
         text = r.data.decode()
     assert r.status_code == 200
-    assert text.startswith("data: first\n\nevent: error\ndata: {")
+    # The event starts with a blank line, which ends any event the stream left open.
+    assert text.startswith("data: first\n\n\n\nevent: error\ndata: {")
     assert '"code": "LLM_OVERLOADED"' in text
     assert [(e.code, e.response_started, e.trace_id) for e in events] == [
         ("LLM_OVERLOADED", True, TRACE_ID)
@@ -558,7 +674,7 @@ def test_mid_stream_error_on_a_real_server_ends_the_stream_cleanly(server_url: s
         r = httpx.get(f"{server_url}/stream-error", headers={"traceparent": TRACEPARENT})
         assert wait_until(lambda: len(events) >= 1)
     assert r.status_code == 200
-    assert r.text.startswith("data: first\n\nevent: error\n")
+    assert r.text.startswith("data: first\n\n\n\nevent: error\n")
     assert [(e.code, e.response_started) for e in events] == [("LLM_OVERLOADED", True)]
 
 

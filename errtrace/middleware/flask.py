@@ -7,156 +7,334 @@ every response the context, this module:
 * wraps ``app.wsgi_app`` in :class:`~errtrace.middleware.wsgi.ErrtraceWSGIMiddleware`
   (the context for the whole request, ``X-Trace-ID`` on every response, errors raised
   while a streamed body is sent);
-* registers error handlers for ``HTTPException`` and ``Exception`` (unless the app
-  registered its own first) that record the error once and answer with problem+json,
-  keeping the framework's status and headers (a 405 keeps ``Allow``).
+* takes over the two steps of Flask's own exception handling on the app,
+  ``handle_user_exception`` and ``handle_exception``. errtrace registers no error
+  handler, so no handler the app registers, before or after ``instrument()``, can
+  replace it: the app's handlers are looked up when an error happens, in Flask's order
+  (blueprints first; a status code, then the exception's class).
 
-The app's own 500 page still wins for unhandled exceptions: when the app has a handler
-for ``500`` or ``InternalServerError`` (or a blueprint one, looked up as Flask does;
-registered before or after ``instrument()``), an exception nothing maps to a code (one
-errtrace would answer as ``INTERNAL``) is recorded once and then handed to that
-handler, wrapped in ``InternalServerError`` as plain Flask does
-(``errtrace.current().event_id`` names the event there). An ``AppError`` carries
-its own code and status and keeps errtrace's problem+json, unless the app registered a
-handler for ``AppError`` (or a subclass) itself, which Flask then calls directly. A
-fallback registered for the code answers before the 500 page; a 500 handler that
-raises is logged and errtrace's problem+json answers instead.
+What answers an exception raised while a request is handled:
 
-Because the handlers run inside the middleware, ``errtrace.current()`` there is the
-request's context, and the error is recorded (and logged) by the handler only: the
-middleware sees an ordinary response.
+* A handler the app registered for the exception's own class (any class but
+  ``Exception``: ``AppError`` or a subclass, ``ValueError``, ``HTTPException`` or one of
+  werkzeug's classes, or a status code) is the app's decision: it answers, and errtrace
+  records nothing, as on ASGI. It wins over an ``Exception`` handler, a blueprint's
+  too, since errtrace answers before those.
+* Otherwise errtrace records the error, once. An error with a code of its own (an
+  ``AppError``, a mapped exception such as ``TimeoutError``, a werkzeug
+  ``HTTPException``) answers with errtrace's problem+json, even when the app has an
+  ``Exception`` handler. A werkzeug exception keeps its status and headers (a 405 keeps
+  ``Allow``; repeated headers such as two ``WWW-Authenticate`` challenges are all kept).
+* An unhandled exception (one errtrace translates to ``INTERNAL``) is answered by the
+  app's own handler once errtrace has recorded it: its ``Exception`` handler, called
+  with the exception as Flask does; else its handler for ``500`` or
+  ``InternalServerError``, called with the exception wrapped in
+  ``InternalServerError`` as plain Flask does (``errtrace.current().event_id`` names
+  the event in both). Its response gets ``X-Trace-ID``.
+* A fallback registered for the code answers before any of these. An app handler that
+  raises or returns nothing is logged, and errtrace's problem+json answers instead.
+
+Errors that no handler of the app takes reach ``handle_exception``, as in plain Flask
+(so do errors raised by ``after_request`` functions or by an error handler). Flask's
+``got_request_exception`` signal, which error reporters listen to, is sent once
+errtrace has recorded the error, for exactly the errors plain Flask sends it for: those,
+and an ``HTTPException`` trapped by ``TRAP_HTTP_EXCEPTIONS`` that no handler takes.
+errtrace's one log record replaces Flask's; as in plain Flask, the response still goes
+through the ``after_request`` functions, and teardown functions see the error.
+
+A client that goes away mid-upload (werkzeug's ``ClientDisconnected``) is recorded as
+``CANCELLED`` (level 5), as on ASGI. A werkzeug exception whose description is not a
+string (``abort(400, description={"name": ["required"]})``) gives it to the client as
+``details.description``: RFC 9457 section 3.1.4 makes ``detail`` a string, so
+``detail`` is then the class's default description.
+
+A level 0 error stops the process (``exit_on_fatal``) only once the response was
+closed; nothing of the request is attached to the response object, which a fallback or
+an app handler may share between requests.
+
+Because all this runs inside the middleware, ``errtrace.current()`` in the app's
+handlers is the request's context, and the error is recorded here only: the middleware
+sees an ordinary response.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 try:
-    from flask import Flask, Response, request
-    from werkzeug.exceptions import HTTPException, InternalServerError
+    from flask import Flask, Response, got_request_exception, request
+    from werkzeug.exceptions import (
+        BadRequestKeyError,
+        ClientDisconnected,
+        HTTPException,
+        InternalServerError,
+    )
+    from werkzeug.routing import RoutingException
     from werkzeug.wrappers import Response as WerkzeugResponse
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f'Flask support needs: pip install "errtrace[flask]" ({exc})') from exc
 
 from errtrace.core.context import current
-from errtrace.core.errors import AppError, error_for_http_status
-from errtrace.core.runtime import Runtime, plain_fallback_response
+from errtrace.core.errors import AppError, error_for_http_status, register_exception
+from errtrace.core.runtime import Failure, Runtime, plain_fallback_response
 from errtrace.middleware.wsgi import ErrtraceWSGIMiddleware, wsgi_getter
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 EXTENSION_KEY = "errtrace"
 
+_PENDING = "errtrace.flask.after_response"
+"""The environ entry listing the request's failures whose after-response actions wait
+for the response to be closed."""
+
 log = logging.getLogger("errtrace")
 
-_ServerErrorPage = Callable[[Exception], "WerkzeugResponse | None"]
+_Page = Callable[[Exception], "WerkzeugResponse | None"]
 
 
 def instrument_flask(app: Flask, runtime: Runtime) -> Flask:
     """Install errtrace on a Flask app; returns the same app (idempotent)."""
     if EXTENSION_KEY in app.extensions:
         return app
-    app.wsgi_app = ErrtraceWSGIMiddleware(app.wsgi_app, runtime)  # type: ignore[method-assign]
+    app.wsgi_app = ErrtraceWSGIMiddleware(  # type: ignore[method-assign]
+        _AfterResponse(app.wsgi_app, runtime), runtime
+    )
     app.extensions[EXTENSION_KEY] = runtime
-
-    def http_exception(exc: HTTPException) -> Any:
-        return _http_exception_response(runtime, exc)
-
-    def unhandled(exc: Exception) -> Any:
-        if isinstance(exc, HTTPException):  # TRAP_HTTP_EXCEPTIONS routes them here
-            return _http_exception_response(runtime, exc)
-        return _problem_response(runtime, exc, server_error_page)
-
-    def server_error_page(exc: Exception) -> WerkzeugResponse | None:
-        # Looked up per request, so that a handler registered after instrument() counts.
-        handler = _server_error_handler(app, ours=(http_exception, unhandled))
-        if handler is None:
-            return None
-        try:
-            rv = app.ensure_sync(handler)(InternalServerError(original_exception=exc))
-            return app.make_response(rv)
-        except Exception:
-            log.exception("errtrace: the app's 500 error handler failed; sending problem+json")
-            return None
-
-    # Handlers registered without a status code live under spec[None][None]; a handler
-    # the app registered there first is the app's decision and is kept.
-    registered = app.error_handler_spec.get(None, {}).get(None, {})
-    if HTTPException not in registered:
-        app.register_error_handler(HTTPException, http_exception)
-    if Exception not in registered:
-        app.register_error_handler(Exception, unhandled)
+    register_exception(ClientDisconnected, "CANCELLED")
+    handling = _Handling(app, runtime)
+    # Set on the instance, where Flask looks them up. A subclass's own
+    # handle_user_exception is kept: errtrace hands it the errors the app's handlers take.
+    app.handle_user_exception = handling.handle_user_exception  # type: ignore[method-assign]
+    app.handle_exception = handling.handle_exception  # type: ignore[method-assign]
     return app
 
 
-def _http_exception_response(runtime: Runtime, exc: HTTPException) -> Any:
-    if exc.response is not None:  # abort(response): the app chose the response
-        return exc.response
-    status = exc.code
-    if status is None or status < 400:  # a redirect or 304 raised as an exception
-        return exc.get_response(request.environ)
-    if isinstance(exc, InternalServerError) and exc.original_exception is not None:
-        # Flask's own handle_exception wraps what escaped the view (e.g. an after_request
-        # function): record the original, not the wrapper.
-        return _problem_response(runtime, exc.original_exception)
-    headers = {
-        name: value
-        for name, value in exc.get_headers(request.environ)
-        if name.lower() != "content-type"
-    }
-    err = error_for_http_status(status, exc.description, headers)
-    return _problem_response(runtime, err)
+class _Handling:
+    """errtrace's part of one app's exception handling (nothing per request on it)."""
+
+    def __init__(self, app: Flask, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.flask_handle_user_exception = app.handle_user_exception
+
+    def handle_user_exception(self, e: Exception) -> Any:
+        """Flask's first step, for an exception raised by a view or a before_request
+        function: the app's handler for the exception's class, else errtrace."""
+        app = self.app
+        if isinstance(e, BadRequestKeyError) and (
+            app.debug or app.config["TRAP_BAD_REQUEST_ERRORS"]
+        ):
+            e.show_exception = True  # as Flask does: the missing key shows in debug
+        trapped = isinstance(e, HTTPException) and app.trap_http_exception(e)
+        if isinstance(e, HTTPException) and not trapped and (
+            e.code is None or isinstance(e, RoutingException)
+        ):
+            return self.flask_handle_user_exception(e)  # a response or redirect: as is
+        catch_all = None
+        for cls, handler in _handlers(app, type(e)):
+            if cls is not Exception:  # the app's handler for this exception
+                if catch_all is None:  # Flask's own pick: Flask calls it
+                    return self.flask_handle_user_exception(e)
+                # Behind a blueprint's Exception handler, which errtrace stands in for.
+                return app.ensure_sync(handler)(e)
+            if catch_all is None:
+                catch_all = handler
+        if isinstance(e, HTTPException):
+            # Plain Flask sends the signal for a trapped exception no handler takes.
+            return self._http_exception_response(e, notify=trapped and catch_all is None)
+        if catch_all is None:
+            raise e  # as in plain Flask: handle_exception records and answers it
+
+        def exception_page(exc: Exception) -> WerkzeugResponse | None:
+            # The app's Exception handler is Flask's own pick: Flask calls it.
+            return self._page("Exception", lambda: self.flask_handle_user_exception(exc))
+
+        return self._answer(e, page=exception_page)
+
+    def handle_exception(self, e: Exception) -> Response:
+        """Flask's last step, for an exception no handler answered (or raised by an
+        after_request function or an error handler): recorded, signalled, answered."""
+        response = self._answer(e, page=self._server_error_page, signal=e)
+        return self.app.finalize_request(response, from_error_handler=True)
+
+    def _server_error_page(self, exc: Exception) -> WerkzeugResponse | None:
+        # The handler plain Flask's handle_exception picks: for 500, then along
+        # InternalServerError's classes (an HTTPException or Exception handler too).
+        found = next(iter(_handlers(self.app, InternalServerError)), None)
+        if found is None:
+            return None
+        handler = self.app.ensure_sync(found[1])
+        return self._page("500", lambda: handler(InternalServerError(original_exception=exc)))
+
+    def _page(self, kind: str, call: Callable[[], Any]) -> WerkzeugResponse | None:
+        """The app's own answer to an unhandled exception; None when it fails."""
+        try:
+            return self.app.make_response(call())
+        except Exception:
+            log.exception("errtrace: the app's %s error handler failed; sending problem+json", kind)
+            return None
+
+    def _http_exception_response(self, exc: HTTPException, *, notify: bool) -> Any:
+        signal = exc if notify else None
+        if exc.response is not None:  # abort(response): the app chose the response
+            return exc.response
+        status = exc.code
+        if status is None or status < 400:  # a redirect or 304 raised as an exception
+            return exc.get_response(request.environ)
+        if isinstance(exc, ClientDisconnected):
+            # The client left mid-upload: CANCELLED (mapped at install), as on ASGI.
+            return self._answer(exc, signal=signal)
+        if isinstance(exc, InternalServerError) and exc.original_exception is not None:
+            # Raised with the exception it wraps: record the original, not the wrapper.
+            return self._answer(exc.original_exception, signal=signal)
+        single, repeated = _exception_headers(exc, request.environ)
+        description = exc.description
+        structured = description is not None and not isinstance(description, str)
+        if structured:
+            # RFC 9457 section 3.1.4: "detail" is a string. The class's own text says
+            # what happened; the structured description goes to the client as details.
+            default = getattr(type(exc), "description", None)
+            description = default if isinstance(default, str) else None
+        err = error_for_http_status(status, description, single)
+        if structured:
+            err.details["description"] = exc.description
+        err.headers.update(repeated)
+        return self._answer(err, signal=signal)
+
+    def _answer(
+        self,
+        exc: BaseException,
+        *,
+        page: _Page | None = None,
+        signal: Exception | None = None,
+    ) -> WerkzeugResponse:
+        """Record ``exc``, send ``got_request_exception`` for ``signal`` (the exception
+        as Flask saw it), and answer: the fallback, else ``page`` for an unhandled
+        exception, else problem+json."""
+        runtime = self.runtime
+        ctx = current()
+        if ctx is None:  # reached outside errtrace's middleware (a test request context)
+            ctx = runtime.start(request.environ, wsgi_getter)
+        failure = runtime.fail(
+            exc, ctx, transport="http", method=request.method, route=request.path,
+        )
+        if signal is not None:
+            self._signal(signal)
+        err: AppError = failure.error
+        response: WerkzeugResponse | None = None
+        if failure.has_fallback:
+            result = failure.fallback_result
+            if isinstance(result, WerkzeugResponse):
+                response = result
+            else:
+                plain = plain_fallback_response(
+                    result, (runtime.config.trace_id_header, ctx.trace_id), err.code
+                )
+                if plain is not None:
+                    response = Response(plain[2], status=plain[0], headers=plain[1])
+        if response is None and page is not None and err.unhandled:
+            assert isinstance(exc, Exception)  # Flask hands on Exceptions only
+            response = page(exc)
+        if response is None:
+            status, headers, body = runtime.http_error(err, ctx)
+            response = Response(body, status=status, headers=headers)
+        if runtime.needs_after_response(failure):
+            # A level 0 error stops the process only once the client has its answer.
+            # Not a close callback on the response: a fallback's or the app's handler's
+            # response may be one object shared by every request.
+            request.environ.setdefault(_PENDING, []).append(failure)
+        return response
+
+    def _signal(self, exc: Exception) -> None:
+        app = self.app
+        try:
+            got_request_exception.send(app, _async_wrapper=app.ensure_sync, exception=exc)
+        except Exception:  # a receiver's bug must not change the answer
+            log.exception("errtrace: a got_request_exception receiver raised; ignored")
 
 
-def _server_error_handler(app: Flask, ours: tuple[object, ...]) -> Callable[..., Any] | None:
-    """The handler Flask's ``handle_exception`` would pick for a 500, unless it is ours.
-
-    Flask's order: a code-specific handler (blueprints first, then the app), then a
-    class handler along ``InternalServerError``'s MRO, blueprints first again.
-    """
+def _handlers(app: Flask, exc_class: type[Exception]) -> Iterator[tuple[type, Any]]:
+    """The app's handlers for ``exc_class`` with the class each was registered for, in
+    the order of Flask's ``_find_error_handler`` (the first one is Flask's pick): the
+    status code's handlers, then the class handlers, blueprints before the app, each
+    along the exception's MRO."""
+    code = getattr(exc_class, "code", None) if issubclass(exc_class, HTTPException) else None
     names = (*request.blueprints, None)
-    for code in (500, None):
+    spec = app.error_handler_spec
+    for key in (code, None) if code is not None else (None,):
         for name in names:
-            handlers = app.error_handler_spec.get(name, {}).get(code)
+            handlers = spec.get(name, {}).get(key)
             if not handlers:
                 continue
-            for cls in InternalServerError.__mro__:
+            for cls in exc_class.__mro__:
                 handler = handlers.get(cls)
                 if handler is not None:
-                    return None if handler in ours else handler
-    return None
+                    yield cls, handler
 
 
-def _problem_response(
-    runtime: Runtime, exc: BaseException, server_error_page: _ServerErrorPage | None = None
-) -> WerkzeugResponse:
-    ctx = current()
-    if ctx is None:  # reached outside errtrace's middleware (a test request context)
-        ctx = runtime.start(request.environ, wsgi_getter)
-    failure = runtime.fail(
-        exc, ctx, transport="http", method=request.method, route=request.path,
-    )
-    err: AppError = failure.error
-    response: WerkzeugResponse | None = None
-    if failure.has_fallback:
-        result = failure.fallback_result
-        if isinstance(result, WerkzeugResponse):
-            response = result
-        else:
-            plain = plain_fallback_response(
-                result, (runtime.config.trace_id_header, ctx.trace_id), err.code
-            )
-            if plain is not None:
-                response = Response(plain[2], status=plain[0], headers=plain[1])
-    if response is None and server_error_page is not None and err.unhandled:
-        assert isinstance(exc, Exception)  # errtrace's handler receives Exceptions only
-        response = server_error_page(exc)
-    if response is None:
-        status, headers, body = runtime.http_error(err, ctx)
-        response = Response(body, status=status, headers=headers)
-    # A level 0 error stops the process only once the client has its answer.
-    response.call_on_close(lambda: runtime.after_response(failure))
-    return response
+def _exception_headers(
+    exc: HTTPException, environ: WSGIEnvironment
+) -> tuple[dict[str, str], dict[str, str | list[str]]]:
+    """A werkzeug exception's headers but its Content-Type: those sent once, and those
+    sent several times (two ``WWW-Authenticate`` challenges, ``Set-Cookie``), each
+    with every value."""
+    values: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for name, value in exc.get_headers(environ):
+        lower = name.lower()
+        if lower == "content-type":
+            continue
+        names.setdefault(lower, name)
+        values.setdefault(lower, []).append(value)
+    single = {names[lower]: found[0] for lower, found in values.items() if len(found) == 1}
+    repeated: dict[str, str | list[str]] = {
+        names[lower]: found for lower, found in values.items() if len(found) > 1
+    }
+    return single, repeated
+
+
+class _AfterResponse:
+    """The app inside errtrace's middleware: once the body of a response that answered
+    an error is closed, runs that error's after-response actions (a level 0 exit)."""
+
+    def __init__(self, app: WSGIApplication, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        body = self.app(environ, start_response)
+        pending: list[Failure] | None = environ.pop(_PENDING, None)
+        if pending is None:
+            return body
+        return _ClosingBody(body, self.runtime, pending)
+
+
+class _ClosingBody:
+    """A body whose ``close()`` closes the app's body, then runs the pending actions."""
+
+    __slots__ = ("_body", "_it", "_pending", "_runtime")
+
+    def __init__(self, body: Iterable[bytes], runtime: Runtime, pending: list[Failure]):
+        self._body, self._runtime, self._pending = body, runtime, pending
+        self._it = iter(body)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._it
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            pending, self._pending = self._pending, []
+            for failure in pending:
+                self._runtime.after_response(failure)
 
 
 __all__ = ["EXTENSION_KEY", "instrument_flask"]
