@@ -316,3 +316,19 @@ def test_a_client_of_a_real_server_sees_a_failed_download_cut_short(
     assert sse.text.strip().split("\n\n")[-1].startswith("event: error")
     assert [e.code for e in events] == ["UPSTREAM_UNAVAILABLE", "LLM_OVERLOADED"]
     assert all(e.response_started for e in events)
+
+
+async def test_a_structured_http_exception_detail_reaches_the_client() -> None:
+    app = FastAPI()
+
+    @app.get("/taken")
+    async def taken() -> None:
+        raise HTTPException(409, detail={"field": "email", "reason": "taken"})
+
+    errtrace.instrument(app)
+    async with client(app) as c:
+        r = await c.get("/taken")
+    body = r.json()
+    assert r.status_code == 409 and body["code"] == "CONFLICT"
+    assert isinstance(body["detail"], str)  # RFC 9457: a string
+    assert body["details"]["detail"] == {"field": "email", "reason": "taken"}

@@ -104,6 +104,10 @@ def instrument_starlette(app: Starlette, runtime: Runtime) -> Starlette:
             return Response(status_code=exc.status_code, headers=exc.headers)
         detail = exc.detail if isinstance(exc.detail, str) else None
         err = error_for_http_status(exc.status_code, detail, exc.headers)
+        if detail is None and exc.detail is not None:
+            # FastAPI documents structured details; RFC 9457 makes `detail` a string,
+            # so the structure goes to the client as `details.detail`.
+            err.details["detail"] = exc.detail
         return await _problem_response(runtime, request, err)
 
     async def unhandled(request: Request, exc: Exception) -> Response:
