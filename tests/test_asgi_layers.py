@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import BackgroundTasks, FastAPI, HTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.middleware.cors import CORSMiddleware
@@ -26,7 +22,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 import errtrace
 from errtrace.middleware.asgi import ErrtraceMiddleware, Message, Receive, Scope, Send
 
-from .conftest import TRACE_ID, TRACEPARENT
+from .conftest import TRACE_ID, TRACEPARENT, uvicorn_server
 
 pytestmark = pytest.mark.anyio
 
@@ -260,12 +256,6 @@ async def test_a_held_4xx_file_answer_keeps_its_start_on_a_pathsend_server(
 # --- a real server ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def stream_server() -> Iterator[str]:
     app = FastAPI()
@@ -288,18 +278,8 @@ def stream_server() -> Iterator[str]:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     errtrace.instrument(app)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_server(app) as url:
+        yield url
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, WebSocket
 from pydantic import BaseModel
 from starlette.applications import Starlette
@@ -23,7 +19,7 @@ from starlette.routing import Route
 
 import errtrace
 
-from .conftest import TRACE_ID, TRACEPARENT
+from .conftest import TRACE_ID, TRACEPARENT, uvicorn_server
 
 pytestmark = pytest.mark.anyio
 
@@ -295,27 +291,11 @@ async def test_plain_starlette_app() -> None:
 # --- a real server ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def uvicorn_url() -> Iterator[str]:
     app, _ = make_fastapi()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_server(app) as url:
+        yield url
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

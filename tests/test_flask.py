@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,7 +30,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 import errtrace
 from errtrace.middleware.wsgi import ErrtraceWSGIMiddleware
 from errtrace.testing import capture_events
-from tests.conftest import TRACE_ID, TRACEPARENT
+from tests.conftest import TRACE_ID, TRACEPARENT, wait_until
 
 PARENT_SPAN = "1234567890123456"
 
@@ -677,11 +677,3 @@ def test_mid_stream_error_on_a_real_server_ends_the_stream_cleanly(server_url: s
     assert r.text.startswith("data: first\n\n\n\nevent: error\n")
     assert [(e.code, e.response_started) for e in events] == [("LLM_OVERLOADED", True)]
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True

@@ -6,9 +6,8 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,7 +19,7 @@ from werkzeug.serving import make_server
 
 import errtrace
 from errtrace.testing import capture_events
-from tests.conftest import TRACE_ID, TRACEPARENT
+from tests.conftest import TRACE_ID, TRACEPARENT, wait_until
 
 
 def make_app() -> Flask:
@@ -469,14 +468,6 @@ def test_a_level_0_exit_still_waits_for_the_response_to_close(answer: str) -> No
     assert exits == ["exit", "exit"]
     assert shared._on_close == []
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def test_an_unhandled_error_is_logged_once_also_with_the_apps_500_page(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -20,7 +19,7 @@ from errtrace.core.config import Config
 from errtrace.core.runtime import Runtime
 from errtrace.middleware.wsgi import ErrtraceWSGIMiddleware, ResponseCutShort, WSGIEnvironGetter
 from errtrace.testing import capture_events
-from tests.conftest import TRACE_ID, TRACEPARENT
+from tests.conftest import TRACE_ID, TRACEPARENT, wait_until
 
 PARENT_SPAN = "1234567890123456"
 WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
@@ -602,11 +601,3 @@ def test_head_gets_the_error_headers_and_no_body_on_a_real_server(
     assert head["content-length"] == got["content-length"]
     assert head_body == b""
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
