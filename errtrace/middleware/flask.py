@@ -48,9 +48,10 @@ string (``abort(400, description={"name": ["required"]})``) gives it to the clie
 ``details.description``: RFC 9457 section 3.1.4 makes ``detail`` a string, so
 ``detail`` is then the class's default description.
 
-A level 0 error stops the process (``exit_on_fatal``) only once the response was
-closed; nothing of the request is attached to the response object, which a fallback or
-an app handler may share between requests.
+A level 0 error stops the process (``exit_on_fatal``) only once the server closed the
+response: the WSGI middleware runs it then (see ``AFTER_RESPONSE_KEY``). Nothing of the
+request is attached to the response object, which a fallback or an app handler may
+share between requests.
 
 Because all this runs inside the middleware, ``errtrace.current()`` in the app's
 handlers is the request's context, and the error is recorded here only: the middleware
@@ -60,7 +61,7 @@ sees an ordinary response.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -78,17 +79,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from errtrace.core.context import current
 from errtrace.core.errors import AppError, error_for_http_status, register_exception
-from errtrace.core.runtime import Failure, Runtime, plain_fallback_response
-from errtrace.middleware.wsgi import ErrtraceWSGIMiddleware, wsgi_getter
+from errtrace.core.runtime import Runtime, plain_fallback_response
+from errtrace.middleware.wsgi import AFTER_RESPONSE_KEY, ErrtraceWSGIMiddleware, wsgi_getter
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import WSGIEnvironment
 
 EXTENSION_KEY = "errtrace"
-
-_PENDING = "errtrace.flask.after_response"
-"""The environ entry listing the request's failures whose after-response actions wait
-for the response to be closed."""
 
 log = logging.getLogger("errtrace")
 
@@ -99,9 +96,7 @@ def instrument_flask(app: Flask, runtime: Runtime) -> Flask:
     """Install errtrace on a Flask app; returns the same app (idempotent)."""
     if EXTENSION_KEY in app.extensions:
         return app
-    app.wsgi_app = ErrtraceWSGIMiddleware(  # type: ignore[method-assign]
-        _AfterResponse(app.wsgi_app, runtime), runtime
-    )
+    app.wsgi_app = ErrtraceWSGIMiddleware(app.wsgi_app, runtime)  # type: ignore[method-assign]
     app.extensions[EXTENSION_KEY] = runtime
     register_exception(ClientDisconnected, "CANCELLED")
     handling = _Handling(app, runtime)
@@ -245,7 +240,7 @@ class _Handling:
             # A level 0 error stops the process only once the client has its answer.
             # Not a close callback on the response: a fallback's or the app's handler's
             # response may be one object shared by every request.
-            request.environ.setdefault(_PENDING, []).append(failure)
+            request.environ.setdefault(AFTER_RESPONSE_KEY, []).append(failure)
         return response
 
     def _signal(self, exc: Exception) -> None:
@@ -294,47 +289,6 @@ def _exception_headers(
         names[lower]: found for lower, found in values.items() if len(found) > 1
     }
     return single, repeated
-
-
-class _AfterResponse:
-    """The app inside errtrace's middleware: once the body of a response that answered
-    an error is closed, runs that error's after-response actions (a level 0 exit)."""
-
-    def __init__(self, app: WSGIApplication, runtime: Runtime) -> None:
-        self.app = app
-        self.runtime = runtime
-
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
-        body = self.app(environ, start_response)
-        pending: list[Failure] | None = environ.pop(_PENDING, None)
-        if pending is None:
-            return body
-        return _ClosingBody(body, self.runtime, pending)
-
-
-class _ClosingBody:
-    """A body whose ``close()`` closes the app's body, then runs the pending actions."""
-
-    __slots__ = ("_body", "_it", "_pending", "_runtime")
-
-    def __init__(self, body: Iterable[bytes], runtime: Runtime, pending: list[Failure]):
-        self._body, self._runtime, self._pending = body, runtime, pending
-        self._it = iter(body)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._it
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            pending, self._pending = self._pending, []
-            for failure in pending:
-                self._runtime.after_response(failure)
 
 
 __all__ = ["EXTENSION_KEY", "instrument_flask"]

@@ -112,6 +112,12 @@ class ErrtraceWSGIMiddleware:
         return _ResponseBody(exchange, inner)
 
 
+AFTER_RESPONSE_KEY = "errtrace.after_response"
+"""The environ entry where a framework adapter inside the middleware (Flask's) lists the
+failures it answered whose after-response actions (a level 0 exit) must wait until the
+server closed the response body; the middleware runs them then."""
+
+
 class ResponseCutShort(Exception):
     """Raised to the WSGI server when a response fails after its body started (and it is
     not an event stream, which gets its ``event: error`` and ends). The server then
@@ -353,6 +359,9 @@ class _ResponseBody:
                     exchange.fail_after_close(exc)
         finally:
             exchange.finish()
+            runtime = exchange.mw.runtime
+            for failure in exchange.environ.pop(AFTER_RESPONSE_KEY, ()):
+                runtime.after_response(failure)
 
 
 _STATUS_LINES: dict[int, str] = {}
