@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, cast
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext, bind, reset
 from errtrace.core.encoding import sse_error_event
-from errtrace.core.errors import AppError
 from errtrace.core.policy import NO_RESULT
 from errtrace.core.propagation import TRACEPARENT
 from errtrace.core.runtime import Failure, Runtime, plain_fallback_response, resolve_runtime
@@ -252,16 +251,7 @@ class _Exchange:
                 else:
                     self.replacement = body
                     return body
-        err = failure.error
-        try:
-            answer = runtime.http_error(err, self.ctx)
-        except Exception:
-            log.exception("errtrace: the answer to %s could not be encoded; answering INTERNAL",
-                          err.code)
-            internal = AppError("INTERNAL")
-            internal.event_id = err.event_id
-            answer = runtime.http_error(internal, self.ctx)
-        return self._send(*answer)
+        return self._send(*runtime.http_error(failure.error, self.ctx))
 
     def _restart(
         self,
