@@ -73,6 +73,15 @@ class Failure:
         """True when a registered fallback produced a result to answer with."""
         return self.fallback_result is not NO_RESULT
 
+    def drop_fallback(self, why: str, *args: object) -> None:
+        """The fallback's result cannot answer here: log ``why % args`` (one error
+        record), count a hook failure and record the fallback as failed; the error
+        answers instead."""
+        stats.incr("hook_failures")
+        log.error(why, *args)
+        self.fallback_result = NO_RESULT
+        self.event.fallback = "failed"
+
 
 def _otel_source(config: Config) -> SpanSource | None:
     if config.use_otel is False:
@@ -171,14 +180,11 @@ class Runtime:
         if result is not NO_RESULT and inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()
-            stats.incr("hook_failures")
-            log.error(
+            failure.drop_fallback(
                 "errtrace: the fallback for %s is a coroutine function; only ASGI apps and "
                 "async grpc.aio handlers await it (define it with def for this handler)",
                 failure.error.code,
             )
-            failure.fallback_result = NO_RESULT
-            failure.event.fallback = "failed"
         return failure
 
     async def fail_async(

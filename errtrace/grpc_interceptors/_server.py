@@ -25,7 +25,6 @@ that are plain functions (see :mod:`._aio_server`).
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,7 +35,6 @@ from google.protobuf import descriptor_pool
 from errtrace.core.context import ErrorContext, bind, reset
 from errtrace.core.policy import NO_RESULT
 from errtrace.core.runtime import Failure, Runtime
-from errtrace.core.stats import stats
 from errtrace.grpc_interceptors._metadata import merged
 from errtrace.grpc_interceptors._status import Status, error_status
 
@@ -44,7 +42,6 @@ Behavior = Callable[..., Any]
 Wrap = Callable[[Behavior], Behavior]
 
 _CACHE_SIZE = 1024
-log = logging.getLogger("errtrace")
 
 
 class Method:
@@ -344,13 +341,10 @@ def check_fallback(failure: Failure, method: Method) -> None:
     result = failure.fallback_result
     if result is NO_RESULT or method.accepts(result):
         return
-    stats.incr("hook_failures")
-    log.error(
+    failure.drop_fallback(
         "errtrace: the fallback for %s returned %s, not %s (%s); answering with the error",
         failure.error.code, type(result).__name__, method.expected(), method.path,
     )
-    failure.fallback_result = NO_RESULT
-    failure.event.fallback = "failed"
 
 
 def _handler_code(context: Any) -> grpc.StatusCode | None:
