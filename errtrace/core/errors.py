@@ -388,11 +388,14 @@ _HTTP_CODES: dict[int, str] = {
 
 
 def error_for_http_status(
-    status: int, message: str | None = None, headers: Mapping[str, str] | None = None
+    status: int,
+    message: str | None = None,
+    headers: Mapping[str, str | list[str]] | None = None,
 ) -> AppError:
     """The error for a framework's own HTTP exception (e.g. a 404 from the router).
 
-    The status is kept as given (a 405 stays 405) while the code names its class.
+    The status is kept as given (a 405 stays 405) while the code names its class. A
+    header sent several times (two ``WWW-Authenticate`` challenges) has a list of values.
     """
     code = _HTTP_CODES.get(status) or ("BAD_REQUEST" if status < 500 else "INTERNAL")
     own = dict(headers or {})
@@ -405,7 +408,10 @@ def error_for_http_status(
         # code's retryable flag: RFC 9110 (10.2.3) gives it a meaning on 413, 429, 503
         # and 3xx alike. The error then writes no Retry-After of its own; the delay
         # also becomes its retry_after, so the body shows it.
-        seconds = parse_retry_after(own[names[0]])
+        value = own[names[0]]
+        if isinstance(value, list):
+            own[names[0]] = value = value[0]
+        seconds = parse_retry_after(value)
         if seconds is not None:
             details["retry_after"] = seconds
     return AppError(code, message, status=status, headers=own, details=details)

@@ -185,7 +185,7 @@ class _Handling:
         if isinstance(exc, InternalServerError) and exc.original_exception is not None:
             # Raised with the exception it wraps: record the original, not the wrapper.
             return self._answer(exc.original_exception, signal=signal)
-        single, repeated = _exception_headers(exc, request.environ)
+        headers = _exception_headers(exc, request.environ)
         description = exc.description
         structured = description is not None and not isinstance(description, str)
         if structured:
@@ -193,10 +193,9 @@ class _Handling:
             # what happened; the structured description goes to the client as details.
             default = getattr(type(exc), "description", None)
             description = default if isinstance(default, str) else None
-        err = error_for_http_status(status, description, single)
+        err = error_for_http_status(status, description, headers)
         if structured:
             err.details["description"] = exc.description
-        err.headers.update(repeated)
         return self._answer(err, signal=signal)
 
     def _answer(
@@ -272,10 +271,9 @@ def _handlers(app: Flask, exc_class: type[Exception]) -> Iterator[tuple[type, An
 
 def _exception_headers(
     exc: HTTPException, environ: WSGIEnvironment
-) -> tuple[dict[str, str], dict[str, str | list[str]]]:
-    """A werkzeug exception's headers but its Content-Type: those sent once, and those
-    sent several times (two ``WWW-Authenticate`` challenges, ``Set-Cookie``), each
-    with every value."""
+) -> dict[str, str | list[str]]:
+    """A werkzeug exception's headers but its Content-Type; a header sent several times
+    (two ``WWW-Authenticate`` challenges, ``Set-Cookie``) with every value, in a list."""
     values: dict[str, list[str]] = {}
     names: dict[str, str] = {}
     for name, value in exc.get_headers(environ):
@@ -284,11 +282,10 @@ def _exception_headers(
             continue
         names.setdefault(lower, name)
         values.setdefault(lower, []).append(value)
-    single = {names[lower]: found[0] for lower, found in values.items() if len(found) == 1}
-    repeated: dict[str, str | list[str]] = {
-        names[lower]: found for lower, found in values.items() if len(found) > 1
+    return {
+        names[lower]: found[0] if len(found) == 1 else found
+        for lower, found in values.items()
     }
-    return single, repeated
 
 
 __all__ = ["EXTENSION_KEY", "instrument_flask"]
