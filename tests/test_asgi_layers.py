@@ -312,3 +312,28 @@ async def test_a_structured_http_exception_detail_reaches_the_client() -> None:
     assert r.status_code == 409 and body["code"] == "CONFLICT"
     assert isinstance(body["detail"], str)  # RFC 9457: a string
     assert body["details"]["detail"] == {"field": "email", "reason": "taken"}
+
+
+async def test_a_hand_added_middleware_holds_an_event_streams_end_for_a_late_error() -> None:
+    # What Starlette's HTTP middleware base class does between errtrace and a route: it
+    # sends the end of the body, then re-raises the route's error.
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: one\n\n", "more_body": False})
+        raise errtrace.AppError("LLM_OVERLOADED")
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/sse", "headers": []}
+    await ErrtraceMiddleware(app)(scope, receive, send)
+    bodies = [m for m in sent if m["type"] == "http.response.body"]
+    assert [m.get("more_body", False) for m in bodies] == [True, False]
+    assert bodies[0]["body"] == b"data: one\n\n"
+    assert b"event: error" in bodies[1]["body"] and b"LLM_OVERLOADED" in bodies[1]["body"]

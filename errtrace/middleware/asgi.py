@@ -103,16 +103,14 @@ class ErrtraceMiddleware:
             kind = message["type"]
             if kind == "http.response.start":
                 start_message = message
-                if trace_header is not None or hold_streams:
+                if trace_header is not None:
                     headers = message.get("headers", ())
-                    missing = trace_header is not None
-                    for name, value in headers:
+                    for name, _ in headers:
                         if name == trace_name:
-                            missing = False
-                        elif name == b"content-type" and value[:17] == b"text/event-stream":
-                            hold = hold_streams
-                    if missing:  # a copy: the app may reuse its header list
+                            break
+                    else:  # a copy: the app may reuse its header list
                         message["headers"] = [*headers, trace_header]
+                hold = hold_streams and _is_event_stream(message)
             elif kind == "http.response.body" and not message.get("more_body", False):
                 if hold:  # an event stream's end waits for the app to return
                     held = True
