@@ -137,7 +137,7 @@ def test_round_trip_through_http_keeps_code_event_and_chain() -> None:
     assert decoded.retry_after == 4.0
     assert decoded.remote == RemoteError(
         code="LLM_RATE_LIMITED", event_id="EV-BOTTOM", trace_id="a" * 32, span_id="b" * 16,
-        service="bottom", level=2, http_status=429, grpc_status=None,
+        service="bottom", level=2, http_status=429, grpc_status=None, retryable=True,
     )
     # One hop up: the middle hop re-raises it, its own event links the bottom one.
     middle = problem(decoded, CTX, "EV-MIDDLE", Config(service_name="middle"))
@@ -175,6 +175,44 @@ def test_a_remote_grpc_status_that_is_no_error_status_is_ignored(grpc_status: st
     body = json.dumps({"code": "THEIR_CODE", "grpc_status": "RESOURCE_EXHAUSTED"}).encode()
     err = from_http_response(429, {"content-type": "application/json"}, body)
     assert err is not None and err.grpc_status == "RESOURCE_EXHAUSTED"  # a real one is kept
+
+def test_a_code_only_the_remote_registers_keeps_its_retryable_and_domain() -> None:
+    # The next hop passes the error on: its own callers must still be told to retry,
+    # under the remote's (reason, domain) pair.
+    body = json.dumps({"code": "INVENTORY_BUSY", "level": 2, "retryable": True,
+                       "domain": "inventory.example.com", "retry_after": 3}).encode()
+    err = from_http_response(503, {"content-type": "application/json"}, body)
+    assert isinstance(err, errtrace.TransientError) and err.retryable
+    assert err.error_code.domain == "inventory.example.com" and err.retry_after == 3.0
+    assert problem(err, CTX, "E", Config())["retryable"] is True
+    assert neutral(err, CTX, "E", Config())["domain"] == "inventory.example.com"
+    # Said nothing, or not as a JSON boolean: not retryable.
+    for said in ({}, {"retryable": "true"}, {"retryable": 1}):
+        body = json.dumps({"code": "INVENTORY_BUSY", **said}).encode()
+        err = from_http_response(503, {"content-type": "application/json"}, body)
+        assert err is not None and not err.retryable
+        assert isinstance(err, errtrace.SystemFailure)
+
+
+@pytest.mark.parametrize(
+    "domain", ["", "two words", "x" * 129, "inv.example.com\r\nX-Injected: 1", "caf\u00e9", 7,
+               None],
+)
+def test_a_remote_domain_that_is_no_usable_domain_is_not_kept(domain: Any) -> None:
+    body = json.dumps({"code": "INVENTORY_BUSY", "domain": domain}).encode()
+    err = from_http_response(503, {"content-type": "application/json"}, body)
+    assert err is not None and err.remote is not None
+    assert err.remote.domain is None and err.error_code.domain == "errtrace.dev"
+
+
+def test_a_registered_code_keeps_this_services_definition_whatever_the_remote_says() -> None:
+    body = json.dumps({"code": "LLM_RATE_LIMITED", "retryable": False,
+                       "domain": "elsewhere.example.com"}).encode()
+    err = from_http_response(429, {"content-type": PROBLEM_JSON}, body)
+    assert err is not None and err.remote is not None
+    assert err.remote.retryable is False  # what the remote said is kept on the record
+    assert err.retryable and err.error_code.domain == "errtrace.dev"
+
 
 @pytest.mark.parametrize(
     "body", [b"", b"plain text", b"{not json", b'{"code": "lower-case bad"}', b"[1,2]",

@@ -506,12 +506,6 @@ def test_aio_interceptor_before_errtrace_that_awaits_the_call(server_b: str) -> 
 # --- a code only the remote service registers, passed on by this one ------------------------
 
 
-@pytest.mark.xfail(
-    reason="core/errors.py resolve_code builds the ad-hoc code of a remote id with "
-    "retryable=False and the default domain (the client hands it RetryInfo and the "
-    "ErrorInfo domain, core/encoding.py from_neutral drops them)",
-    strict=True,
-)
 def test_remote_only_code_keeps_retry_info_and_domain_at_the_next_hop() -> None:
     """B raises a retryable code only B defines; A calls B and lets the error propagate.
     A's caller must still be told to retry in 5 s, with B's (reason, domain) pair."""

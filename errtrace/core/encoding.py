@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from errtrace.core.codes import CODE_ID_RE, ErrorCode, short_repr
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext
-from errtrace.core.errors import MAX_RETRY_AFTER, AppError, RemoteError
+from errtrace.core.errors import MAX_RETRY_AFTER, AppError, RemoteError, is_domain
 from errtrace.core.status import parse_retry_after as parse_retry_after  # re-exported
 from errtrace.core.status import small_int
 
@@ -495,8 +495,9 @@ def from_neutral(
 ) -> AppError | None:
     """Rebuild the :class:`AppError` a remote hop described (problem+json or neutral dict).
 
-    The remote code, level, message and event id are kept; its own event and the events
-    behind it become this error's ``caused_by`` chain. Returns None when ``data`` names
+    The remote code, level, message and event id are kept, and for a code this process
+    does not register, whether it may be retried and its domain; its own event and the
+    events behind it become this error's ``caused_by`` chain. Returns None when ``data`` names
     no usable code. Values are bounded and never trusted as more than text.
     """
     code = data.get("code")
@@ -505,6 +506,7 @@ def from_neutral(
     level = data.get("level")
     status = data.get("status", data.get("http_status", http_status))
     message = data.get("detail", data.get("message"))
+    retryable, domain = data.get("retryable"), data.get("domain")
     remote = RemoteError(
         code=code,
         event_id=_str_or_none(data.get("event_id")),
@@ -518,6 +520,8 @@ def from_neutral(
         # Another service's text is not ours to show: kept on the error for this
         # service's code, sent on to clients only in debug.
         message=message[:2048] if isinstance(message, str) and message else None,
+        retryable=retryable if isinstance(retryable, bool) else None,
+        domain=domain if isinstance(domain, str) and is_domain(domain) else None,
     )
     details: dict[str, Any] = {}
     retry_after = data.get("retry_after")

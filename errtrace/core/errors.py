@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from errtrace.core.codes import CODE_ID_RE, CodeRegistry, ErrorCode, registry
+from errtrace.core.codes import CODE_ID_RE, DEFAULT_DOMAIN, CodeRegistry, ErrorCode, registry
 from errtrace.core.levels import Level
 from errtrace.core.status import grpc_to_http, http_to_grpc, is_grpc_status, parse_retry_after
 
@@ -56,6 +56,11 @@ class RemoteError:
     message: str | None = field(default=None, compare=False)
     """The remote's own text: for this service's code and logs, never sent on to its
     clients (it may carry the remote's exception) unless debug is on."""
+    retryable: bool | None = None
+    """Whether the remote said its failure may be retried (problem+json ``retryable``,
+    gRPC ``RetryInfo``); None when it did not say."""
+    domain: str | None = None
+    """The ``google.rpc.ErrorInfo`` domain the remote gave its code, if any."""
 
     def link(self) -> dict[str, Any]:
         """The compact form kept in this hop's ``caused_by`` chain."""
@@ -75,6 +80,8 @@ def resolve_code(
     grpc_status: str | None = None,
     codes: CodeRegistry | None = None,
     remote: bool = True,
+    retryable: bool | None = None,
+    domain: str | None = None,
 ) -> ErrorCode:
     """The registered code of that id, or an ad-hoc one for ids this process does not know.
 
@@ -86,7 +93,10 @@ def resolve_code(
     own level and status then stand in for a definition here. A level that would not
     fail a request is not believed for an answer that did fail (an error status came
     with it): the code is then treated as SEVERE, so that a real failure is neither
-    logged as information nor left out of the error counts.
+    logged as information nor left out of the error counts. The remote's ``retryable``
+    and ``domain`` stand in for those fields too (on a failing level), so that a hop
+    passing the error on still tells its own callers to retry, under the same
+    ``(reason, domain)`` pair; an invalid domain is ignored.
     """
     known = (codes or registry).find(code_id)
     if known is not None:
@@ -112,8 +122,31 @@ def resolve_code(
         grpc_status = http_to_grpc(http_status)
     return ErrorCode(
         id=_safe_id(code_id), level=lvl, http_status=http_status, grpc_status=grpc_status,
+        retryable=retryable is True,
         hint="This code is not registered in this service; see the service that raised it.",
+        domain=domain if domain and is_domain(domain) else DEFAULT_DOMAIN,
     )
+
+
+def resolve_remote(
+    code_id: str, remote: RemoteError, codes: CodeRegistry | None = None
+) -> ErrorCode:
+    """:func:`resolve_code` for the code another service answered with."""
+    return resolve_code(
+        code_id, level=remote.level, http_status=remote.http_status,
+        grpc_status=remote.grpc_status, codes=codes, retryable=remote.retryable,
+        domain=remote.domain,
+    )
+
+
+MAX_DOMAIN_CHARS = 128
+
+
+def is_domain(value: str) -> bool:
+    """True for a usable ``ErrorInfo`` domain: 1 to 128 printable ASCII characters, no
+    space (a service name such as ``inventory.example.com``)."""
+    return 0 < len(value) <= MAX_DOMAIN_CHARS and value.isascii() and value.isprintable() \
+        and " " not in value
 
 
 def _safe_id(code_id: str) -> str:
@@ -178,13 +211,9 @@ class AppError(Exception):
         if isinstance(code, ErrorCode):
             self.error_code = code
         elif isinstance(code, str):
-            self.error_code = resolve_code(
-                code,
-                level=remote.level if remote else None,
-                http_status=remote.http_status if remote else None,
-                grpc_status=remote.grpc_status if remote else None,
-                codes=codes,
-                remote=remote is not None,
+            self.error_code = (
+                resolve_remote(code, remote, codes) if remote is not None
+                else resolve_code(code, codes=codes, remote=False)
             )
         else:
             raise TypeError(f"code must be a code id or ErrorCode, got {type(code).__name__}")
@@ -362,11 +391,7 @@ def _kind_class(
         if found is not None:
             return _KINDS[found.kind]
         if isinstance(remote, RemoteError):  # another service's code: its level decides
-            resolved = resolve_code(
-                code, level=remote.level, http_status=remote.http_status,
-                grpc_status=remote.grpc_status, codes=codes,
-            )
-            return _KINDS[resolved.kind]
+            return _KINDS[resolve_remote(code, remote, codes).kind]
     return SystemFailure
 
 
