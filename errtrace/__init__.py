@@ -79,7 +79,10 @@ def outgoing_headers() -> dict[str, str]:
 
     Same trace id, flags and tracestate as the current request, a fresh child span id
     on every call (this hop's span as its parent), ``baggage`` and the business-code
-    header. Outside a request, a new trace is started for the call.
+    header (``tracestate``, ``baggage`` and the business code only when the request
+    had them). Names are lower case (``traceparent``, ``x-biz-code``). Outside a
+    request, the call continues the trace of the active OpenTelemetry span, or starts a
+    new one.
     """
     headers: dict[str, str] = {}
     inject_current(headers, dict_setter)

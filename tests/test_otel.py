@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import errtrace
+from errtrace.testing import capture_events
 
 from .conftest import TRACE_ID, TRACEPARENT
 
@@ -77,3 +78,97 @@ async def test_use_otel_false_keeps_errtraces_own_span() -> None:
     r = await get(app, "/ctx")
     assert r.json()["trace_id"] == TRACE_ID
     assert r.json()["span_id"] != f"{server_span(exporter).context.span_id:016x}"
+
+
+def otel_ids(exporter: InMemorySpanExporter) -> tuple[str, str]:
+    [span] = [s for s in exporter.get_finished_spans() if s.kind.name == "SERVER"]
+    return f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"
+
+
+@pytest.mark.parametrize("inbound", [{"traceparent": TRACEPARENT}, {}])
+async def test_an_otel_middleware_added_inside_errtrace_still_gives_the_ids(
+    inbound: dict[str, str],
+) -> None:
+    # add_middleware puts OpenTelemetry's middleware inside errtrace's outer layer (that
+    # one is always outermost): its span starts after errtrace read the headers.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = errtrace.instrument(FastAPI())
+    app.add_middleware(OpenTelemetryMiddleware, tracer_provider=provider)
+
+    @app.get("/ctx")
+    async def ctx() -> dict[str, Any]:
+        current = errtrace.current()
+        assert current is not None
+        return current.as_dict()
+
+    @app.get("/fail")
+    async def fail() -> None:
+        raise errtrace.AppError("LLM_OVERLOADED")
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        for path in ("/ctx", "/fail"):
+            exporter.clear()
+            with capture_events() as events:
+                r = await c.get(path, headers=inbound)
+            trace_id, span_id = otel_ids(exporter)
+            body = r.json()
+            assert (body["trace_id"], body["span_id"]) == (trace_id, span_id)
+            assert r.headers["x-trace-id"] == trace_id
+            if inbound:
+                assert trace_id == TRACE_ID
+    [event] = events  # the /fail request's
+    assert (event.trace_id, event.span_id) == (trace_id, span_id)
+
+
+@pytest.mark.parametrize("inbound", [{"traceparent": TRACEPARENT}, {}])
+def test_flask_takes_the_ids_of_an_otel_middleware_inside_errtrace(
+    inbound: dict[str, str],
+) -> None:
+    from flask import Flask
+    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware as OtelWSGI
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = Flask(__name__)
+    app.wsgi_app = OtelWSGI(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
+    errtrace.instrument(app)  # wraps the OpenTelemetry middleware: errtrace is outside
+
+    @app.get("/ctx")
+    def ctx() -> dict[str, Any]:
+        current = errtrace.current()
+        assert current is not None
+        return current.as_dict()
+
+    @app.get("/fail")
+    def fail() -> None:
+        raise errtrace.AppError("LLM_OVERLOADED")
+
+    client = app.test_client()
+    for path in ("/ctx", "/fail"):
+        exporter.clear()
+        r = client.get(path, headers=inbound)
+        r.close()  # the span ends, and errtrace's context is reset, when the body closes
+        trace_id, span_id = otel_ids(exporter)
+        body = r.get_json()
+        assert (body["trace_id"], body["span_id"]) == (trace_id, span_id)
+        assert r.headers["X-Trace-ID"] == trace_id
+        if inbound:
+            assert trace_id == TRACE_ID
+
+
+def test_outgoing_headers_outside_a_request_continue_the_active_span() -> None:
+    provider = TracerProvider()
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("job") as span:
+        sc = span.get_span_context()
+        headers = errtrace.outgoing_headers()
+    _, trace_id, parent_id, flags = headers["traceparent"].split("-")
+    assert trace_id == f"{sc.trace_id:032x}"
+    assert parent_id != f"{sc.span_id:016x}"  # a child span of the job's, for the call
+    assert int(flags, 16) & 0x01  # the SDK samples it
+    fresh = errtrace.outgoing_headers()["traceparent"].split("-")[1]
+    assert fresh != trace_id  # outside the span: a trace of its own

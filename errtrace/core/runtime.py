@@ -142,20 +142,31 @@ class Runtime:
 
     def _started(self, ctx: ErrorContext) -> ErrorContext:
         ctx.runtime = self
-        source = self.span_source
-        if source is not None:
-            try:
-                span = source()
-            except Exception:  # the failsafe, inlined: this runs on every request
-                stats.incr("hook_failures")
-                log.exception("errtrace: span source %r raised; ignored", source)
-                span = None
-            if span is not None:
-                # An active OpenTelemetry span is the authority on ids: logs, error
-                # bodies and traces must agree.
-                ctx.trace_id, ctx.span_id, parent, ctx.trace_flags = span
-                ctx.parent_span_id = parent or ctx.parent_span_id
+        if self.span_source is not None:
+            self.follow_span(ctx)
         return ctx
+
+    def follow_span(self, ctx: ErrorContext) -> None:
+        """Give ``ctx`` the ids of the OpenTelemetry span active now, if there is one.
+
+        Called when a context starts, and again by an adapter at a point where an
+        OpenTelemetry middleware placed inside errtrace's has started its span (the
+        ASGI middleware around the routes, Flask once the ``before_request`` functions
+        ran), so that logs, error bodies, ``X-Trace-ID`` and traces agree.
+        """
+        source = self.span_source
+        if source is None:
+            return
+        try:
+            span = source()
+        except Exception:  # the failsafe, inlined: this runs on every request
+            stats.incr("hook_failures")
+            log.exception("errtrace: span source %r raised; ignored", source)
+            return
+        if span is not None:
+            # An active OpenTelemetry span is the authority on ids.
+            ctx.trace_id, ctx.span_id, parent, ctx.trace_flags = span
+            ctx.parent_span_id = parent or ctx.parent_span_id
 
     # -- errors ---------------------------------------------------------------------------
 
@@ -518,14 +529,17 @@ def runtime_for(ctx: ErrorContext | None) -> Runtime:
 def inject_current(carrier: C, setter: Setter[C], runtime: Runtime | None = None) -> str:
     """Write the current context into an outgoing call's carrier; returns the call's span id.
 
-    Outside a request (no current context) the call starts a new trace of its own.
-    Settings come from ``runtime`` if given, else from the runtime of the current
-    request. Every client adapter (httpx, gRPC) and ``errtrace.outgoing_headers()`` use it.
+    Outside a request (no current context) the call starts a new trace of its own, or
+    continues that of the active OpenTelemetry span. Settings come from ``runtime`` if
+    given, else from the runtime of the current request. Every client adapter (httpx,
+    gRPC) and ``errtrace.outgoing_headers()`` use it.
     """
     ctx = current()
-    settings = (runtime or runtime_for(ctx)).config.propagation
-    if ctx is None:
+    runtime = runtime or runtime_for(ctx)
+    settings = runtime.config.propagation
+    if ctx is None:  # within an active OpenTelemetry span, the call continues its trace
         ctx = new_root_context(settings)
+        runtime.follow_span(ctx)
     return inject(ctx, carrier, setter, settings)
 
 

@@ -92,8 +92,11 @@ class ErrtraceMiddleware:
         if ctx is None:
             scope[SCOPE_KEY] = ctx = runtime.start_pairs(scope["headers"])
             token = bind(ctx)
+        elif runtime.span_source is not None:
+            # An OpenTelemetry middleware between the two errtrace layers has started
+            # this hop's span by now: its ids become the request's.
+            runtime.follow_span(ctx)
         trace_name = self._trace_header
-        trace_header = (trace_name, ctx.trace_id.encode()) if trace_name is not None else None
         hold_streams = self._hold and runtime.config.sse_error_event
         start_message: Message | None = None
         hold = held = finished = False
@@ -103,13 +106,14 @@ class ErrtraceMiddleware:
             kind = message["type"]
             if kind == "http.response.start":
                 start_message = message
-                if trace_header is not None:
+                if trace_name is not None:
                     headers = message.get("headers", ())
                     for name, _ in headers:
                         if name == trace_name:
                             break
                     else:  # a copy: the app may reuse its header list
-                        message["headers"] = [*headers, trace_header]
+                        # The id is read now: a layer below may have taken a span's.
+                        message["headers"] = [*headers, (trace_name, ctx.trace_id.encode())]
                 hold = hold_streams and _is_event_stream(message)
             elif kind == "http.response.body" and not message.get("more_body", False):
                 if hold:  # an event stream's end waits for the app to return

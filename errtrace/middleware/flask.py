@@ -7,6 +7,9 @@ every response the context, this module:
 * wraps ``app.wsgi_app`` in :class:`~errtrace.middleware.wsgi.ErrtraceWSGIMiddleware`
   (the context for the whole request, ``X-Trace-ID`` on every response, errors raised
   while a streamed body is sent);
+* with OpenTelemetry installed, takes the ids of a span started inside the middleware
+  (by an OpenTelemetry WSGI middleware wrapped inside it, or by a ``before_request``
+  function) once Flask's ``before_request`` step is done;
 * takes over the two steps of Flask's own exception handling on the app,
   ``handle_user_exception`` and ``handle_exception``. errtrace registers no error
   handler, so no handler the app registers, before or after ``instrument()``, can
@@ -104,6 +107,8 @@ def instrument_flask(app: Flask, runtime: Runtime) -> Flask:
     # handle_user_exception is kept: errtrace hands it the errors the app's handlers take.
     app.handle_user_exception = handling.handle_user_exception  # type: ignore[method-assign]
     app.handle_exception = handling.handle_exception  # type: ignore[method-assign]
+    if runtime.span_source is not None:
+        app.preprocess_request = handling.preprocess_request  # type: ignore[method-assign]
     return app
 
 
@@ -114,6 +119,17 @@ class _Handling:
         self.app = app
         self.runtime = runtime
         self.flask_handle_user_exception = app.handle_user_exception
+        self.flask_preprocess_request = app.preprocess_request
+
+    def preprocess_request(self) -> Any:
+        """Flask's ``before_request`` step, then the ids of an OpenTelemetry span one
+        of those functions started (Flask's OpenTelemetry instrumentation starts its
+        span there, inside errtrace's WSGI middleware)."""
+        result = self.flask_preprocess_request()
+        ctx = current()
+        if ctx is not None:
+            self.runtime.follow_span(ctx)
+        return result
 
     def handle_user_exception(self, e: Exception) -> Any:
         """Flask's first step, for an exception raised by a view or a before_request
