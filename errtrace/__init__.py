@@ -34,6 +34,8 @@ from errtrace.core.runtime import inject_current, runtime_for
 from errtrace.core.stats import stats as _stats
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from errtrace.core.rewrite import Classification
 
 __version__ = "0.1.0"
@@ -61,6 +63,7 @@ __all__ = [
     "grpc_client_interceptors",
     "grpc_server_interceptors",
     "instrument",
+    "load_rules",
     "on_alert",
     "on_error",
     "outgoing_headers",
@@ -105,6 +108,17 @@ def classify(
     from errtrace.core.rewrite import classify as _classify
 
     return _classify(text, status=status, provider=provider)
+
+
+def load_rules(path: str | Path, *, watch: bool = True) -> int:
+    """Load classifier rules from a YAML file into the process-wide rule table; returns
+    how many. A bad file raises ``RuleFileError`` naming the file, the rule and the
+    field. With ``watch`` an edited file is picked up (checked at most once a second);
+    an edit that does not load keeps the last good rules, logs a warning and counts
+    ``rules_reload_failures``. The ``rules_file`` option does the same at start-up."""
+    from errtrace.core.rewrite import load_rules as _load_rules
+
+    return _load_rules(path, watch=watch)
 
 
 def on_error(fn: Any) -> Any:

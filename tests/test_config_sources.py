@@ -26,6 +26,7 @@ BAD_VALUES: dict[str, object] = {
     "sse_error_event": 1,
     "rewrite_responses": "api/",
     "rewrite_max_body_bytes": 0,
+    "rules_file": ["rules.yaml"],
     "use_otel": "auto",
     "exit_on_fatal": "no",
     "event_buffer_size": -1,

@@ -12,7 +12,7 @@ EXPORTED = [
     "Config", "ConfigError", "ContextFilter", "ErrorCode", "ErrorContext", "ErrorEvent",
     "Level", "SystemFailure", "TransientError", "__version__", "classify", "current",
     "grpc_aio_client_interceptors", "grpc_aio_server_interceptors",
-    "grpc_client_interceptors", "grpc_server_interceptors", "instrument", "on_alert",
+    "grpc_client_interceptors", "grpc_server_interceptors", "instrument", "load_rules", "on_alert",
     "on_error", "outgoing_headers", "policy", "register_exception", "registry", "report",
     "set_fallback", "stats", "testing",
 ]

@@ -583,3 +583,46 @@ def test_user_rule_without_a_plain_word_is_always_tried(tmp_path: Path) -> None:
     )
     assert ruleset.classify("123-456").rule == "digits"
     assert ruleset.classify("aZZQa").rule == "inside"  # inside a word, any case
+
+
+@pytest.mark.usefixtures("_restore_default_rules")
+def test_the_rules_file_option_loads_and_watches_the_file_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask import Flask
+
+    import errtrace
+
+    path = _write(tmp_path / "rules.yaml", RULES)
+    monkeypatch.setenv("ERRTRACE_RULES_FILE", str(path))
+    errtrace.instrument(Flask(__name__), service_name="rules")  # the option, from the env
+    assert classify(GATEWAY_TEXT).code == "ACME_TEAM_BUDGET_EXHAUSTED"
+    # Watched: a bad edit keeps the rules, and errtrace.stats() counts it.
+    before = errtrace.stats().get("rules_reload_failures", 0)
+    monkeypatch.setattr(default_ruleset, "check_interval", 0.0)
+    _write(path, "rules: [{id: broken}]\n")
+    assert classify(GATEWAY_TEXT).code == "ACME_TEAM_BUDGET_EXHAUSTED"
+    assert errtrace.stats()["rules_reload_failures"] == before + 1
+
+
+@pytest.mark.usefixtures("_restore_default_rules")
+def test_a_bad_rules_file_fails_the_start_naming_the_file(tmp_path: Path) -> None:
+    from flask import Flask
+
+    import errtrace
+
+    path = _write(tmp_path / "rules.yaml", "rules: [{id: broken, code: NOPE_NOT_A_CODE}]\n")
+    with pytest.raises(RuleFileError, match=r"rules\.yaml"):
+        errtrace.grpc_server_interceptors(rules_file=str(path))
+    with pytest.raises(RuleFileError, match=r"absent\.yaml: cannot read"):
+        errtrace.instrument(Flask(__name__), rules_file=str(tmp_path / "absent.yaml"))
+    with pytest.raises(errtrace.ConfigError, match="rules_file"):
+        errtrace.Config(rules_file="  ")
+
+
+@pytest.mark.usefixtures("_restore_default_rules")
+def test_top_level_load_rules_is_the_default_tables(tmp_path: Path) -> None:
+    import errtrace
+
+    assert errtrace.load_rules(_write(tmp_path / "rules.yaml", RULES), watch=False) == 1
+    assert errtrace.classify(GATEWAY_TEXT).code == "ACME_TEAM_BUDGET_EXHAUSTED"

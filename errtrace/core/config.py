@@ -47,7 +47,8 @@ class Config:
     error_level_header: str = "X-Error-Level"
     event_id_header: str = "X-Error-Event-ID"
     max_header_bytes: int = 8192
-    """Inbound tracestate/baggage values beyond this many bytes are dropped (whole members)."""
+    """An inbound tracestate longer than this is dropped; baggage keeps the whole members
+    that fit."""
     sample_new_traces: bool = True
     problem_type_base: str = "https://errtrace.dev/codes/"
     """``type`` of a problem+json body is this base followed by the code id."""
@@ -56,6 +57,9 @@ class Config:
     rewrite_responses: bool | tuple[str, ...] = False
     """Classify free-text/un-coded error responses of the app: True, or path prefixes."""
     rewrite_max_body_bytes: int = 65536
+    rules_file: str | None = None
+    """A YAML file of classifier rules, loaded (and hot-reloaded) into the process-wide
+    rule table when errtrace starts with this config; a bad file fails the start."""
     use_otel: bool | None = None
     """Take ids from the active OpenTelemetry span: None = when OpenTelemetry is installed."""
     exit_on_fatal: bool = False
@@ -109,6 +113,10 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigError(f"{name}: {short_repr(value)} must be true or false")
+        if self.rules_file is not None and (
+            not isinstance(self.rules_file, str) or not self.rules_file.strip()
+        ):
+            raise ConfigError(f"rules_file: {short_repr(self.rules_file)} is not a file path")
         if self.use_otel is not None and not isinstance(self.use_otel, bool):
             raise ConfigError(f"use_otel: {short_repr(self.use_otel)} must be true, false or null")
         for name in ("service_name", "problem_type_base", "baggage_biz_key"):

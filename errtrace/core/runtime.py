@@ -121,6 +121,10 @@ class Runtime:
         self.events = events_ if events_ is not None else events
         self.events.ensure_capacity(self.config.event_buffer_size)
         self.span_source = _otel_source(self.config)
+        if self.config.rules_file is not None:
+            from errtrace.core.rewrite import load_rules
+
+            load_rules(self.config.rules_file)
         self._writer = ErrorWriter(self.config)
         self.exit_handler: Callable[[], None] = _terminate_self
 

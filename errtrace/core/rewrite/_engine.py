@@ -27,6 +27,7 @@ from errtrace.core.rewrite._loader import (
     rules_from_document,
 )
 from errtrace.core.rewrite._rules import BUILTIN_RULES, Rule, status_code_for
+from errtrace.core.stats import stats as counters
 
 log = logging.getLogger("errtrace")
 
@@ -403,6 +404,7 @@ class RuleSet:
             with self._lock:
                 self._stats.reload_failures += 1
                 self._stats.last_error = str(exc)
+            counters.incr("rules_reload_failures")
             log.warning("errtrace: rule file reload failed, keeping the previous rules: %s", exc)
             return False
         with self._lock:
