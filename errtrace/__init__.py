@@ -95,7 +95,8 @@ def outgoing_headers() -> dict[str, str]:
 def report(code: str, message: str | None = None, /, **details: Any) -> ErrorEvent:
     """Record a condition that does not fail the request (levels 4-6: slow, cache miss).
 
-    Never raises: an unknown code is recorded as given, logged and counted. ``code`` and
+    Never raises: an unregistered code is recorded as given (as ``UNREGISTERED_CODE``
+    when it is not even a valid code id), logged and counted. ``code`` and
     ``message`` are positional-only, so a detail may have any name (``code="sku-42"``).
     """
     return runtime_for(current()).report(code, message, **details)

@@ -298,7 +298,7 @@ class CodeRegistry:
         return [code for code, _ in parsed]
 
     def load_yaml(self, path: str | Path) -> list[ErrorCode]:
-        """Register the codes of a YAML file (see README, "Your own codes")."""
+        """Register the codes of a YAML file (see the README, section "Codes")."""
         from errtrace.core._yaml import load_yaml_file
 
         return self.load_mapping(load_yaml_file(path), source=str(path))
