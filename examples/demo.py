@@ -89,17 +89,35 @@ def show(
                   f"(event {link.get('event_id')})")
     print(f"   trace {trace_id}")
     recorded = {e.service: e for e in events.recent() if e.trace_id == trace_id}
-    seen: set[str] = set()
+    first: dict[str, logging.LogRecord] = {}
+    calls: dict[str, set[str]] = {}  # the span ids each hop handed to its outgoing calls
     for record in collector.for_trace(trace_id):
         service = record.service  # type: ignore[attr-defined]
-        if service in seen:
-            continue
-        seen.add(service)
+        first.setdefault(service, record)
+        calls.setdefault(service, set()).update(record.outgoing_spans)  # type: ignore[attr-defined]
+    for service, event in recorded.items():
+        calls.setdefault(service, set()).update(event.outgoing_spans)
+    seen = list(first)
+    for number_in_chain, service in enumerate(seen):
+        record = first[service]
+        parent = record.parent_span_id  # type: ignore[attr-defined]
+        caller = seen[number_in_chain - 1] if number_in_chain else "client"
+        if parent is None:
+            link = "no parent: the trace starts here"
+        elif parent in calls.get(caller, ()):
+            link = f"parent {parent}: the span {caller} made for this call"
+        else:
+            link = f"parent {parent}: the {caller}'s span"
         event = recorded.get(service)
-        outcome = (f"{event.code} -> {event.http_status or event.grpc_status}"
-                   if event is not None else "ok")
-        print(f"     {service:<13} span {record.span_id} parent "  # type: ignore[attr-defined]
-              f"{record.parent_span_id or '-':<16} biz {record.biz_code:<9} {outcome}")  # type: ignore[attr-defined]
+        if event is None:
+            outcome = "ok"
+        elif event.transport == "grpc":
+            outcome = f"{event.code} -> gRPC {event.grpc_status}"
+        else:
+            outcome = f"{event.code} -> HTTP {event.http_status}"
+        print(f"     {service:<13} span {record.span_id}  biz "  # type: ignore[attr-defined]
+              f"{record.biz_code or '-':<9}  {outcome}")  # type: ignore[attr-defined]
+        print(f"     {'':<13} {link}")
     if not seen and trace_id in {e.trace_id for e in events.recent()}:
         event = next(e for e in events.recent() if e.trace_id == trace_id)
         print(f"     {event.service:<13} span {event.span_id} stopped it: {event.code}")
