@@ -12,7 +12,8 @@ Formats and the rules followed:
 * ``baggage``: W3C Baggage. Members are percent-decoded; at most 64 members and 8192
   bytes are kept, and only whole members ("never partial").
 * ``X-Biz-Code`` (or the baggage member ``biz.code``): validated against a configurable
-  pattern; an invalid value is dropped and counted, never echoed.
+  pattern and, as it is echoed in outgoing headers, limited to visible ASCII; an invalid
+  value is dropped and counted, never echoed.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ dict_setter = DictSetter()
 
 DEFAULT_BIZ_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 """What a business code must match unless configured otherwise."""
+_DEFAULT_BIZ_RE = re.compile(DEFAULT_BIZ_PATTERN)
+# A biz code is echoed in the outgoing X-Biz-Code header / x-biz-code metadata: only
+# visible ASCII (no space, control or non-ASCII character) is sendable there.
+_SENDABLE_BIZ_RE = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ class PropagationSettings:
     """The parts of :class:`~errtrace.Config` that extraction and injection use."""
 
     biz_header: str = "x-biz-code"
-    biz_pattern: re.Pattern[str] = re.compile(DEFAULT_BIZ_PATTERN)
+    biz_pattern: re.Pattern[str] = _DEFAULT_BIZ_RE
     baggage_biz_key: str = "biz.code"
     max_header_bytes: int = 8192
     sample_new_traces: bool = True
@@ -100,9 +105,15 @@ class PropagationSettings:
     """Values already checked against ``biz_pattern`` (bounded; see validate_biz_code)."""
     biz_header_bytes: bytes = field(init=False, repr=False, compare=False)
     """``biz_header`` as latin-1 bytes, for :func:`extract_pairs`."""
+    _biz_check_sendable: bool = field(init=False, repr=False, compare=False)
+    """Whether a value ``biz_pattern`` accepts must also be checked as a header value:
+    the default pattern only matches visible ASCII, a user pattern may match anything."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "biz_header_bytes", self.biz_header.lower().encode("latin-1"))
+        pattern, default = self.biz_pattern, _DEFAULT_BIZ_RE
+        custom = pattern.pattern != default.pattern or pattern.flags != default.flags
+        object.__setattr__(self, "_biz_check_sendable", custom)
 
     @property
     def inbound_names(self) -> tuple[str, ...]:
@@ -313,7 +324,8 @@ _BIZ_SEEN_MAX = 1024
 
 
 def validate_biz_code(value: str | None, settings: PropagationSettings) -> str | None:
-    """``value`` if it matches the configured pattern, else None (and counted).
+    """``value`` if it matches the configured pattern and is a sendable header value
+    (visible ASCII only), else None (and counted).
 
     Business codes come from a small set, so verdicts are remembered per settings
     object; the memo is emptied when it reaches 1024 values, which bounds it against
@@ -328,6 +340,10 @@ def validate_biz_code(value: str | None, settings: PropagationSettings) -> str |
             stats.incr("biz_code_rejected")
             return None
         valid = settings.biz_pattern.fullmatch(value) is not None
+        if valid and settings._biz_check_sendable:
+            # A permissive user pattern (r"^.{1,64}$") lets "café" or "t1\rX" through;
+            # written into outgoing headers they would fail every call of the request.
+            valid = _SENDABLE_BIZ_RE.fullmatch(value) is not None
         if len(seen) >= _BIZ_SEEN_MAX:
             seen.clear()
         seen[value] = valid

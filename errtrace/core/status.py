@@ -120,10 +120,13 @@ def parse_retry_after(value: str | None) -> float | None:
         return float(int(value[:10]))
     import email.utils  # only an HTTP-date needs it; kept out of `import errtrace`
 
+    # The value is untrusted: a huge year or zone offset ("+99999999999999") makes the
+    # parser or the datetime arithmetic raise OverflowError (or OSError on some
+    # platforms); such a date is ignored like any other invalid one.
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:  # an HTTP-date is GMT; obsolete formats may lack the zone
+            return None
+        return max(0.0, round(when.timestamp() - time.time(), 3))
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    if when.tzinfo is None:  # an HTTP-date is GMT; obsolete formats may lack the zone
-        return None
-    return max(0.0, round(when.timestamp() - time.time(), 3))
