@@ -214,6 +214,54 @@ def test_a_registered_code_keeps_this_services_definition_whatever_the_remote_sa
     assert err.retryable and err.error_code.domain == "errtrace.dev"
 
 
+def test_a_remote_body_neither_holds_memory_nor_passes_its_text_on() -> None:
+    # Every decoded error is kept in the event ring (1000 by default) and sent on to
+    # this service's clients: what a remote put in it must be bounded, and only the
+    # members errtrace writes itself are kept.
+    item = {"field": "card", "message": "m" * 1000, "type": "value_error",
+            "input": "x" * 1000, "exception": "psycopg2.OperationalError: secret"}
+    body = {
+        "code": "BILLING_FAILED",
+        "errors": [[{}] * 3400, "text", 7, *[item] * 120],
+        "caused_by": [
+            {"code": "DB_DOWN", "event_id": "E1", "service": "db",
+             "exception": "db_password=hunter2"},
+            {"code": "lower bad", "event_id": "E2"},
+            {"code": "CACHE_DOWN", "event_id": "e" * 500},
+        ],
+    }
+    err = from_http_response(502, {"content-type": "application/json"},
+                             json.dumps(body).encode())
+    assert err is not None
+    errors = err.details["errors"]
+    assert len(errors) == 97  # of the first 100 items, the 3 that are no field error go
+    assert errors[0] == {"field": "card", "message": "m" * 512, "type": "value_error"}
+    doc = problem(err, CTX, "EV", Config())
+    assert doc["caused_by"] == [{"code": "BILLING_FAILED"},
+                                {"code": "DB_DOWN", "event_id": "E1", "service": "db"},
+                                {"code": "CACHE_DOWN"}]
+    text = json.dumps(doc)
+    assert "hunter2" not in text and "psycopg2" not in text and "xxxx" not in text
+    assert len(text) < 80_000
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "level"),
+    [
+        ({"code": "PAYMENTS_DOWN2", "level": 5, "status": 200}, "PAYMENTS_DOWN2", 2),
+        ({"code": "INTERNAL", "status": 401}, "INTERNAL", 1),
+        ({"code": "THEIR_CODE", "http_status": 404}, "THEIR_CODE", 2),
+    ],
+)
+def test_the_status_an_answer_came_with_wins_over_its_body(
+    body: dict[str, Any], code: str, level: int
+) -> None:
+    err = from_http_response(500, {"content-type": "application/json"},
+                             json.dumps(body).encode())
+    assert err is not None and err.code == code
+    assert (err.http_status, int(err.level)) == (500, level)
+
+
 @pytest.mark.parametrize(
     "body", [b"", b"plain text", b"{not json", b'{"code": "lower-case bad"}', b"[1,2]",
              b'{"code": 12}'],

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import traceback
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii as _json_str
@@ -263,15 +264,17 @@ def _own_headers(err: AppError) -> list[tuple[str, str]]:
     """The lines of ``err.headers`` a response can carry, as text pairs.
 
     A list or tuple value gives one line per item (``Set-Cookie``); a number is written
-    with ``str()``. A name or value that no HTTP response can carry (not text, or text
-    outside latin-1) is left out and logged once per name: the error is being answered
-    on a failure path, where raising again would replace its own status with a 500.
-    Content-Type and Content-Length are the body's, never the error's.
+    with ``str()``. A name or value that no HTTP response can carry (not text, a name
+    that is no RFC 9110 token, a value outside latin-1 or with a control character: a
+    CR or LF there would split the header, a request value put into it could add a
+    header of its own) is left out and logged once per name: the error is being
+    answered on a failure path, where raising again would replace its own status with
+    a 500. Content-Type and Content-Length are the body's, never the error's.
     """
     out: list[tuple[str, str]] = []
     for name, value in err.headers.items():
-        if (isinstance(value, str) and isinstance(name, str)
-                and value.isascii() and name.isascii()):  # the common case
+        if (isinstance(value, str) and isinstance(name, str) and value.isascii()
+                and value.isprintable() and _TOKEN_RE.match(name)):  # the common case
             if name.lower() not in _BODY_HEADERS:
                 out.append((name, value))
             continue
@@ -280,11 +283,18 @@ def _own_headers(err: AppError) -> list[tuple[str, str]]:
             if isinstance(item, (int, float)) and not isinstance(item, bool):
                 item = str(item)
             if not (isinstance(name, str) and isinstance(item, str)
-                    and _latin1(name) and _latin1(item)):
+                    and _TOKEN_RE.match(name) and _latin1(item)
+                    and not _CONTROL_RE.search(item)):
                 _warn_dropped_header(err, name, item)
             elif name.lower() not in _BODY_HEADERS:
                 out.append((name, item))
     return out
+
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+"""A header name (RFC 9110 section 5.1: a token); \\Z, as $ would allow a final newline."""
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""What a header value may not hold (RFC 9110 section 5.5): controls other than tab."""
 
 
 def _latin1(text: str) -> bool:
@@ -305,10 +315,11 @@ def _warn_dropped_header(err: AppError, name: object, value: object) -> None:
     if shown in _dropped_warned or len(_dropped_warned) >= 1000:
         return
     _dropped_warned.add(shown)
-    if not isinstance(name, str) or not _latin1(name):
-        why = "its name is not latin-1 text"
+    if not isinstance(name, str) or not _TOKEN_RE.match(name):
+        why = "its name is not a header name (a token)"
     elif isinstance(value, str):
-        why = "its value is not latin-1 text"
+        why = ("its value holds a control character (CR, LF, ...)"
+               if _CONTROL_RE.search(value) else "its value is not latin-1 text")
     else:
         why = f"a {type(value).__name__} value is not header text"
     log.warning(
@@ -476,14 +487,43 @@ def _str_or_none(value: Any, limit: int = 128) -> str | None:
     return None
 
 
+_LINK_KEYS = ("code", "event_id", "span_id", "service")
+"""The members of a ``caused_by`` link (:meth:`RemoteError.link`); a remote's others,
+which may carry its text, are not kept."""
+
+_FIELD_ERROR_LIMITS = {"field": 256, "message": 512, "type": 128}
+"""The members of an ``errors`` item (the field errors of a validation failure), with
+their longest kept length; others are not kept."""
+MAX_FIELD_ERRORS = 100
+
+
 def _chain(value: Any) -> tuple[dict[str, Any], ...]:
     if not isinstance(value, list):
         return ()
     out = []
     for link in value[:MAX_CHAIN]:
         if isinstance(link, Mapping) and isinstance(link.get("code"), str):
-            out.append({k: v for k, v in link.items() if isinstance(v, str) and len(v) <= 128})
+            kept = {k: link[k] for k in _LINK_KEYS if _str_or_none(link.get(k)) is not None}
+            if "code" in kept and CODE_ID_RE.match(kept["code"]):
+                out.append(kept)
     return tuple(out)
+
+
+def _field_errors(value: Any) -> list[dict[str, str]]:
+    """A remote's field errors, in errtrace's shape only and bounded: a remote's
+    ``errors`` may be any JSON, and each item is kept in the event ring and sent on."""
+    out: list[dict[str, str]] = []
+    if isinstance(value, list):
+        for item in value[:MAX_FIELD_ERRORS]:
+            if isinstance(item, Mapping):
+                kept = {
+                    key: text[:limit]
+                    for key, limit in _FIELD_ERROR_LIMITS.items()
+                    if isinstance(text := item.get(key), str)
+                }
+                if kept:
+                    out.append(kept)
+    return out
 
 
 def from_neutral(
@@ -504,7 +544,11 @@ def from_neutral(
     if not isinstance(code, str) or not CODE_ID_RE.match(code):
         return None
     level = data.get("level")
-    status = data.get("status", data.get("http_status", http_status))
+    # The status the answer came with wins over what its body says (a 500 whose body
+    # says 200 or 401 is still a 500); the body's is used when the transport has none.
+    status = http_status if http_status is not None else data.get(
+        "status", data.get("http_status")
+    )
     message = data.get("detail", data.get("message"))
     retryable, domain = data.get("retryable"), data.get("domain")
     remote = RemoteError(
@@ -532,10 +576,12 @@ def from_neutral(
         and retry_after >= 0
     ):
         details["retry_after"] = min(float(retry_after), MAX_RETRY_AFTER)
-    errors = data.get("errors")
-    if isinstance(errors, list):
-        details["errors"] = errors[:100]
-    return AppError(code, None, details=details, remote=remote, status=remote.http_status)
+    errors = _field_errors(data.get("errors"))
+    if errors:
+        details["errors"] = errors
+    # A code registered here keeps this service's status; one it does not know takes
+    # the remote's level and statuses (resolve_code).
+    return AppError(code, None, details=details, remote=remote)
 
 
 def _no_constant(name: str) -> Any:
