@@ -216,3 +216,125 @@ def test_problem_document_never_has_non_json_values() -> None:
     body = problem(err, None, "E", Config())
     json.dumps(body, default=str)  # serialisable with the encoder's fallback
     assert "obj" in body["details"]
+
+
+# --- a request value put into an error's own header -------------------------------------
+
+INJECTED = "t1\r\nSet-Cookie: session=attacker"
+
+
+def _raw_get(url: str, path: str) -> bytes:
+    """The bytes of a response to a plain GET, as a client on the wire sees them."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _quota_error() -> errtrace.AppError:
+    return errtrace.AppError(
+        "LLM_RATE_LIMITED", headers={"X-Quota-Tenant": INJECTED, "X-Quota-Left": "0"}
+    )
+
+
+def test_a_header_value_with_cr_lf_is_left_out_of_a_wsgi_error_answer() -> None:
+    # A plain WSGI app on werkzeug's server, which writes header lines as given.
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from errtrace.middleware.wsgi import ErrtraceWSGIMiddleware
+
+    def app(environ: Any, start_response: Any) -> Any:
+        raise _quota_error()
+
+    server = make_server("127.0.0.1", 0, ErrtraceWSGIMiddleware(app), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        raw = _raw_get(f"http://127.0.0.1:{server.server_port}", "/")
+    finally:
+        server.shutdown()
+    head = raw.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 429")
+    assert b"set-cookie" not in head and b"x-quota-tenant" not in head
+    assert b"x-quota-left: 0" in head  # the error's other headers are still sent
+
+
+def test_a_header_value_with_cr_lf_is_left_out_of_an_asgi_error_answer() -> None:
+    from .conftest import uvicorn_server
+
+    app = errtrace.instrument(FastAPI())
+
+    @app.get("/q")
+    async def q() -> None:
+        raise _quota_error()
+
+    with uvicorn_server(app) as url:
+        raw = _raw_get(url, "/q")  # before: uvicorn closed the connection, no answer
+    head = raw.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 429")
+    assert b"set-cookie" not in head and b"x-quota-tenant" not in head
+    assert b"x-quota-left: 0" in head
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("X-A", "a\nb"), ("X-A", "a\rb"), ("X-A", "a\x00b"), ("X-A", "a\x7fb"),
+     ("X A", "v"), ("X-A:", "v"), ("X-A\r\nX-B", "v"), ("X-A", ["ok", "b\r\nX-C: 1"])],
+)
+def test_header_lines_no_response_can_carry_are_left_out(name: str, value: Any) -> None:
+    err = errtrace.AppError("LLM_RATE_LIMITED", headers={name: value, "X-Kept": "a\tb"})
+    headers = error_headers(err, None, "E", Config())
+    sent = [(n, v) for n, v in headers if n.lower() not in ("x-error-code", "x-error-level",
+                                                            "x-error-event-id", "retry-after")]
+    assert all("\r" not in v and "\n" not in v and "\x00" not in v for _, v in sent)
+    assert ("X-Kept", "a\tb") in sent  # a tab is allowed in a value
+    assert all(n in ("X-Kept", "X-A") for n, _ in sent)
+
+
+async def test_a_request_path_or_message_cannot_forge_a_log_record(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    app = errtrace.instrument(FastAPI())
+
+    @app.get("/items/{item}")
+    async def item(item: str) -> None:
+        raise errtrace.AppError("NOT_FOUND", f"item {item} not found")
+
+    @app.get("/boom/{item}")
+    async def boom(item: str) -> None:
+        raise RuntimeError(item)
+
+    forged = "zz%0d%0a2026-01-01 CRITICAL errtrace: admin login OK"
+    caplog.set_level(logging.INFO, logger="errtrace")
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        for path in (f"/items/{forged}", f"/boom/{forged}", f"/nothing/{forged}"):
+            await c.get(path)
+    messages = [r.getMessage() for r in caplog.records if r.name == "errtrace"]
+    assert len(messages) == 3
+    for message in messages:
+        assert "\r" not in message and "\n" not in message
+        assert "zz\\r\\n2026-01-01 CRITICAL" in message  # escaped, still readable
+
+
+def test_codes_from_other_services_cannot_grow_the_counters_without_bound() -> None:
+    from errtrace.core.stats import MAX_COUNTERS
+
+    runtime = Runtime(Config())
+    for n in range(MAX_COUNTERS + 500):
+        err = from_http_response(502, {"x-error-code": f"E_{n:X}"}, b"")
+        assert err is not None
+        runtime.record(err, None, transport="http")
+    counters = errtrace.stats()
+    assert len(counters) <= MAX_COUNTERS + 1
+    assert counters["errors.E_0"] == 1  # the names counted before the limit go on
+    assert counters["counters_over_limit"] >= 500

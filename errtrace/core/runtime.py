@@ -334,15 +334,15 @@ class Runtime:
             # The one server-side record of an unhandled exception, with its stack.
             log.error(
                 "unhandled %s in %s %s: %s (event %s)",
-                event.exception_type, event.method or "-", event.route or "-", err.code,
-                event.event_id, exc_info=cause, extra=extra,
+                event.exception_type, one_line(event.method), one_line(event.route),
+                err.code, event.event_id, exc_info=cause, extra=extra,
             )
             return
         log.log(
             err.level.info.log_level,
             "%s (level %d) in %s %s: %s (event %s)",
-            err.code, int(err.level), event.method or "-", event.route or "-",
-            err.message or err.error_code.title, event.event_id, extra=extra,
+            err.code, int(err.level), one_line(event.method), one_line(event.route),
+            one_line(err.message or err.error_code.title), event.event_id, extra=extra,
         )
 
     def http_error(
@@ -528,6 +528,19 @@ def runtime_for(ctx: ErrorContext | None) -> Runtime:
     if ctx is not None and ctx.runtime is not None:
         return ctx.runtime
     return default_runtime()
+
+
+def one_line(text: str | None) -> str:
+    """``text`` for a log line: "-" for none; a control character (a CR or LF from a
+    request path or an exception's message, which would start a forged log record) is
+    written escaped, as ``\\r``, ``\\n`` or ``\\x1b``."""
+    if not text:
+        return "-"
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
 
 
 def inject_current(carrier: C, setter: Setter[C], runtime: Runtime | None = None) -> str:

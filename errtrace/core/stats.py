@@ -9,6 +9,11 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+MAX_COUNTERS = 2048
+"""Distinct counter names kept; past them, counts go to ``counters_over_limit``. Some
+names come from other services (``errors.<CODE>`` for the codes they answer with), so
+their number must not grow without bound."""
+
 
 class Stats:
     """Thread-safe named counters."""
@@ -20,7 +25,11 @@ class Stats:
     def incr(self, name: str, amount: int = 1) -> None:
         """Add ``amount`` to counter ``name``."""
         with self._lock:
-            self._counts[name] += amount
+            counts = self._counts
+            if name in counts or len(counts) < MAX_COUNTERS:
+                counts[name] += amount
+            else:
+                counts["counters_over_limit"] += amount
 
     def get(self, name: str) -> int:
         """The value of one counter (0 if never incremented)."""
