@@ -29,7 +29,12 @@ def traced_app(**options: Any) -> tuple[Any, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    app = errtrace.instrument(FastAPI(), **options)
+    app = with_routes(errtrace.instrument(FastAPI(), **options))
+    return OpenTelemetryMiddleware(app, tracer_provider=provider), exporter
+
+
+def with_routes(app: FastAPI) -> FastAPI:
+    """``/ctx`` answers the request's context, ``/fail`` raises a coded error."""
 
     @app.get("/ctx")
     async def ctx() -> dict[str, Any]:
@@ -41,7 +46,7 @@ def traced_app(**options: Any) -> tuple[Any, InMemorySpanExporter]:
     async def fail() -> None:
         raise errtrace.AppError("LLM_OVERLOADED")
 
-    return OpenTelemetryMiddleware(app, tracer_provider=provider), exporter
+    return app
 
 
 async def get(app: Any, path: str) -> httpx.Response:
@@ -94,18 +99,8 @@ async def test_an_otel_middleware_added_inside_errtrace_still_gives_the_ids(
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    app = errtrace.instrument(FastAPI())
+    app = with_routes(errtrace.instrument(FastAPI()))
     app.add_middleware(OpenTelemetryMiddleware, tracer_provider=provider)
-
-    @app.get("/ctx")
-    async def ctx() -> dict[str, Any]:
-        current = errtrace.current()
-        assert current is not None
-        return current.as_dict()
-
-    @app.get("/fail")
-    async def fail() -> None:
-        raise errtrace.AppError("LLM_OVERLOADED")
 
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
