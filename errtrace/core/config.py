@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from errtrace.core.codes import short_repr
-from errtrace.core.propagation import DEFAULT_BIZ_PATTERN, PropagationSettings
+from errtrace.core.propagation import DEFAULT_BIZ_PATTERN, TOKEN_RE, PropagationSettings
 
 ENV_PREFIX = "ERRTRACE_"
 _HEADER_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}\Z")  # \Z: no final newline
 _PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,80}\Z")  # a variable name shown as it is
-# W3C Baggage: a member's key is an RFC 7230 token; \Z: no final newline.
-_TOKEN_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+\Z")
 
 
 class ConfigError(ValueError):
@@ -122,7 +120,7 @@ class Config:
         for name in ("service_name", "problem_type_base", "baggage_biz_key"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"{name}: must be a non-empty string")
-        if not _TOKEN_RE.match(self.baggage_biz_key):
+        if not TOKEN_RE.match(self.baggage_biz_key):
             # It is written into the outgoing baggage header, where a member whose key
             # is no token is dropped by every W3C parser: the biz code would be lost.
             raise ConfigError(

@@ -33,6 +33,7 @@ from errtrace.core.codes import CODE_ID_RE, ErrorCode, short_repr
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext
 from errtrace.core.errors import MAX_RETRY_AFTER, AppError, RemoteError, is_domain
+from errtrace.core.propagation import TOKEN_RE
 from errtrace.core.status import parse_retry_after as parse_retry_after  # re-exported
 from errtrace.core.status import small_int
 
@@ -274,7 +275,7 @@ def _own_headers(err: AppError) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for name, value in err.headers.items():
         if (isinstance(value, str) and isinstance(name, str) and value.isascii()
-                and value.isprintable() and _TOKEN_RE.match(name)):  # the common case
+                and value.isprintable() and TOKEN_RE.match(name)):  # the common case
             if name.lower() not in _BODY_HEADERS:
                 out.append((name, value))
             continue
@@ -283,7 +284,7 @@ def _own_headers(err: AppError) -> list[tuple[str, str]]:
             if isinstance(item, (int, float)) and not isinstance(item, bool):
                 item = str(item)
             if not (isinstance(name, str) and isinstance(item, str)
-                    and _TOKEN_RE.match(name) and _latin1(item)
+                    and TOKEN_RE.match(name) and _latin1(item)
                     and not _CONTROL_RE.search(item)):
                 _warn_dropped_header(err, name, item)
             elif name.lower() not in _BODY_HEADERS:
@@ -291,8 +292,6 @@ def _own_headers(err: AppError) -> list[tuple[str, str]]:
     return out
 
 
-_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
-"""A header name (RFC 9110 section 5.1: a token); \\Z, as $ would allow a final newline."""
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 """What a header value may not hold (RFC 9110 section 5.5): controls other than tab."""
 
@@ -315,7 +314,7 @@ def _warn_dropped_header(err: AppError, name: object, value: object) -> None:
     if shown in _dropped_warned or len(_dropped_warned) >= 1000:
         return
     _dropped_warned.add(shown)
-    if not isinstance(name, str) or not _TOKEN_RE.match(name):
+    if not isinstance(name, str) or not TOKEN_RE.match(name):
         why = "its name is not a header name (a token)"
     elif isinstance(value, str):
         why = ("its value holds a control character (CR, LF, ...)"

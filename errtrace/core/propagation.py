@@ -231,7 +231,9 @@ def parse_tracestate(values: Sequence[str] | None, max_bytes: int = 8192) -> str
 
 BAGGAGE_MAX_MEMBERS = 64
 BAGGAGE_MAX_BYTES = 8192
-_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+"""An RFC 9110 token: a header name, a baggage key. \\Z: ``match`` allows no final
+newline (``$`` would)."""
 # baggage-octet: printable US-ASCII except space, DQUOTE, comma, semicolon, backslash.
 _BAGGAGE_SAFE = "!#$&'()*+-./:<=>?@[]^_`{|}~"
 _BAGGAGE_OCTETS = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
@@ -272,7 +274,7 @@ def _valid_properties(props: str) -> bool:
     # must hold only what the grammar allows (no controls, no non-ASCII).
     for prop in props.split(";"):
         key, eq, value = prop.partition("=")
-        if not _TOKEN_RE.fullmatch(key.strip(_OWS)):
+        if not TOKEN_RE.fullmatch(key.strip(_OWS)):
             return False
         if eq and not _BAGGAGE_OCTETS.fullmatch(value.strip(_OWS)):
             return False
@@ -283,7 +285,7 @@ def _parse_baggage_member(member: str) -> tuple[str, str, str] | None:
     head, _, props = member.partition(";")
     key, eq, value = head.partition("=")
     key = key.strip(_OWS)
-    if not eq or not _TOKEN_RE.fullmatch(key):
+    if not eq or not TOKEN_RE.fullmatch(key):
         return None
     value = value.strip(_OWS)
     if not _BAGGAGE_OCTETS.fullmatch(value):
