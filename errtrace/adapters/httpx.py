@@ -34,8 +34,11 @@ an :class:`~errtrace.AppError` raised from an :class:`httpx.HTTPStatusError`:
   ``UPSTREAM_UNAVAILABLE``, anything else -> ``UPSTREAM_ERROR``.
 
 ``details["upstream_status"]`` keeps the status and ``details["retry_after"]`` the
-``Retry-After`` seconds. At most the first 1 MiB of an error body is read; the
-response is then closed (its connection returns to the pool or is dropped) and the
+``Retry-After`` seconds. At most the first 1 MiB of an error body is read (gzip and
+deflate are inflated by the adapter a slice at a time, so a compression bomb stops
+there too; ``br`` and ``zstd`` are left to httpx, which inflates each network chunk
+whole); the response is then closed (its connection returns to the pool or is
+dropped) and the
 ``HTTPStatusError``'s ``response`` is a closed copy whose ``.content`` holds the bytes
 read (decoded, so without ``Content-Encoding``). Its ``request``, ``headers``,
 ``elapsed`` and (on an instrumented client) redirect ``history`` are kept, as with
@@ -68,7 +71,9 @@ the response; with a retrying auth, use an instrumented client, or
 
 from __future__ import annotations
 
+import importlib.util
 import time
+import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar, cast
@@ -381,10 +386,140 @@ class _Options:
         return err
 
 
+class _Inflater:
+    """Undoes gzip and deflate content codings a slice at a time, keeping at most
+    ``MAX_ERROR_BODY`` bytes of output, so that a small compressed body that inflates
+    to gigabytes (a "zip bomb") costs no more memory than a plain 1 MiB one.
+
+    httpx itself inflates each network chunk whole before its reader sees it; the
+    error readers below take the raw bytes and inflate them here instead.
+    """
+
+    STEP = 65_536
+    """Most bytes one stage inflates per call."""
+
+    def __init__(self, codings: list[str]) -> None:
+        # Content-Encoding lists codings in the order they were applied: undo from last.
+        self.stages = [_Stage(name) for name in reversed(codings)]
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.broken = False
+
+    @property
+    def full(self) -> bool:
+        return self.size >= MAX_ERROR_BODY or self.broken
+
+    def feed(self, data: bytes) -> None:
+        """Inflate ``data`` (raw bytes off the wire) until the output is full."""
+        try:
+            self._feed(0, data)
+        except zlib.error:
+            self.broken = True  # a body we cannot decode: keep what came before
+
+    def _feed(self, index: int, data: bytes) -> None:
+        if index == len(self.stages):
+            self.chunks.append(data)
+            self.size += len(data)
+            return
+        stage = self.stages[index]
+        pending = stage.tail + data if stage.tail else data
+        while not self.full:
+            out = stage.inflate(pending, self.STEP)
+            pending = stage.tail
+            stage.tail = b""
+            if not out:
+                break  # this stage needs more input
+            self._feed(index + 1, out)
+        stage.tail = pending
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks)[:MAX_ERROR_BODY]
+
+
+class _Stage:
+    """One content coding undone with :mod:`zlib`. ``deflate`` is the zlib format by
+    RFC 9110, but some servers send raw deflate data: that is tried when the zlib
+    header does not parse, as browsers and httpx do."""
+
+    def __init__(self, coding: str) -> None:
+        self.raw_fallback = coding == "deflate"
+        wbits = zlib.MAX_WBITS if self.raw_fallback else zlib.MAX_WBITS | 16
+        self.obj = zlib.decompressobj(wbits)
+        self.tail = b""
+
+    def inflate(self, data: bytes, most: int) -> bytes:
+        try:
+            out = self.obj.decompress(data, most)
+        except zlib.error:
+            if not self.raw_fallback:
+                raise
+            self.obj = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self.obj.decompress(data, most)
+        self.raw_fallback = False
+        self.tail = self.obj.unconsumed_tail
+        return out
+
+
+_INFLATED = frozenset({"gzip", "x-gzip", "deflate"})
+_HTTPX_DECODES = frozenset(
+    name for name, modules in (("br", ("brotli", "brotlicffi")), ("zstd", ("zstandard",)))
+    if any(importlib.util.find_spec(module) for module in modules)
+)
+"""The other codings httpx decodes, as it decides: when their package is installed."""
+
+
+def _inflater(response: httpx.Response) -> _Inflater | None:
+    """An inflater for the response's content codings, or None when httpx must decode
+    them itself (a coding other than gzip and deflate it supports, such as ``br`` with
+    the brotli package installed). Codings httpx does not know are skipped, as it
+    skips them."""
+    codings: list[str] = []
+    for value in response.headers.get_list("content-encoding", split_commas=True):
+        name = value.strip().lower()
+        if name in _INFLATED:
+            codings.append("gzip" if name == "x-gzip" else name)
+        elif name in _HTTPX_DECODES:
+            return None
+    return _Inflater(codings)
+
+
 def _read_bounded(response: httpx.Response) -> bytes:
+    inflater = _inflater(response)
+    if inflater is None:
+        return _read_decoded(response)
+    # iter_raw is a generator; close it explicitly when stopping early.
+    stream = cast(Generator[bytes, None, None], response.iter_raw())
+    try:
+        for chunk in stream:
+            inflater.feed(chunk)
+            if inflater.full:
+                break
+    finally:
+        stream.close()
+        response.close()
+    return inflater.body()
+
+
+async def _aread_bounded(response: httpx.Response) -> bytes:
+    inflater = _inflater(response)
+    if inflater is None:
+        return await _aread_decoded(response)
+    stream = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+    try:
+        async for chunk in stream:
+            inflater.feed(chunk)
+            if inflater.full:
+                break
+    finally:
+        # An unfinished async generator left to the garbage collector warns; close it.
+        await stream.aclose()
+        await response.aclose()
+    return inflater.body()
+
+
+def _read_decoded(response: httpx.Response) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    # iter_bytes is a generator; close it explicitly when stopping early.
     stream = cast(Generator[bytes, None, None], response.iter_bytes())
     try:
         for chunk in stream:
@@ -400,7 +535,7 @@ def _read_bounded(response: httpx.Response) -> bytes:
     return b"".join(chunks)[:MAX_ERROR_BODY]
 
 
-async def _aread_bounded(response: httpx.Response) -> bytes:
+async def _aread_decoded(response: httpx.Response) -> bytes:
     chunks: list[bytes] = []
     size = 0
     stream = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
@@ -413,7 +548,6 @@ async def _aread_bounded(response: httpx.Response) -> bytes:
     except httpx.DecodingError:
         pass
     finally:
-        # An unfinished async generator left to the garbage collector warns; close it.
         await stream.aclose()
         await response.aclose()
     return b"".join(chunks)[:MAX_ERROR_BODY]
