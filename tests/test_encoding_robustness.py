@@ -78,6 +78,19 @@ def anyio_backend() -> str:
 # --- NaN, infinities and keys that are not text in details ------------------------------
 
 
+@pytest.mark.parametrize(("domain", "member"), [
+    ("inventory.example.com", "inventory.example.com"),
+    ("errtrace.dev", None),  # errtrace's own domain: the body stays as it was
+])
+def test_a_codes_own_domain_is_written_by_both_writers(domain: str, member: str | None) -> None:
+    code = errtrace.ErrorCode(id="INVENTORY_BUSY", level=2, http_status=503, domain=domain)
+    for with_details in (False, True):  # the cached fast form, and the full document
+        details = {"sku": "A-1"} if with_details else None
+        for _, _, body in both_writers(errtrace.AppError(code, "busy", details=details)):
+            doc = strict(body)
+            assert doc.get("domain") == member and doc["code"] == "INVENTORY_BUSY"
+
+
 def test_non_finite_floats_in_details_are_written_as_null_by_both_writers() -> None:
     err = errtrace.AppError("VALIDATION_FAILED", "score out of range", details={
         "score": math.nan, "max": math.inf, "min": -math.inf, "ok": 0.5,

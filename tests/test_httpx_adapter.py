@@ -35,7 +35,7 @@ from starlette.routing import Route
 import errtrace
 from errtrace.adapters import httpx as eh
 from errtrace.core import runtime as runtime_module
-from errtrace.core.encoding import caused_by
+from errtrace.core.encoding import caused_by, from_http_response
 from errtrace.core.propagation import parse_traceparent
 
 from .conftest import TRACE_ID, TRACEPARENT
@@ -1100,3 +1100,57 @@ def test_missing_httpx_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "errtrace.adapters.httpx")
     with pytest.raises(ImportError, match=r'pip install "errtrace\[httpx\]"'):
         importlib.import_module("errtrace.adapters.httpx")
+
+
+# --- a code only the remote service registers, passed on over HTTP -------------------------
+
+
+def test_remote_only_code_keeps_retryable_and_domain_across_http_hops() -> None:
+    """B (FastAPI) raises a retryable code only B defines; A (Flask) calls B with the
+    adapter and lets the error propagate. A's caller must still read B's code with its
+    domain and be told to retry, as over gRPC."""
+    from flask import Flask
+
+    busy = errtrace.ErrorCode(
+        id="INVENTORY_BUSY", level=2, http_status=503, retryable=True,
+        domain="inventory.example.com",
+    )
+    b = FastAPI()
+
+    @b.get("/stock")
+    async def stock() -> None:
+        raise errtrace.AppError(busy, "busy", details={"retry_after": 5})
+
+    decoded: list[errtrace.AppError] = []
+    a = Flask(__name__)
+
+    @a.get("/order")
+    def order() -> str:
+        try:
+            with eh.client(base_url=b_url) as c:
+                c.get("/stock")
+        except errtrace.AppError as err:
+            decoded.append(err)
+            raise
+        return "unreachable"
+
+    saved = runtime_module._default
+    try:
+        errtrace.instrument(a, service_name="svc-a")
+    finally:
+        runtime_module.set_default_runtime(saved)
+    with Server(_instrumented(b, "svc-b")) as b_url:
+        answer = a.test_client().get("/order")
+    [err] = decoded
+    assert err.error_code.domain == "inventory.example.com" and err.retryable
+    body = answer.get_json()
+    assert answer.status_code == 503
+    assert (body["code"], body["domain"], body["retryable"]) == (
+        "INVENTORY_BUSY", "inventory.example.com", True)
+    assert answer.headers["Retry-After"] == "5"
+    # A's caller, which does not register the code either, rebuilds the same pair.
+    again = from_http_response(
+        answer.status_code, {k.lower(): v for k, v in answer.headers.items()}, answer.data
+    )
+    assert again is not None
+    assert again.error_code.domain == "inventory.example.com" and again.retryable

@@ -3,8 +3,9 @@
 The problem document carries the RFC 9457 members ``type`` (a stable URI per code),
 ``title``, ``status``, ``detail`` and ``instance`` (the event id), and the extension
 members ``code``, ``level``, ``trace_id``, ``span_id``, ``biz_code``, ``event_id``,
-``hint``, ``retryable`` and, where present, ``retry_after``, ``errors`` (field errors),
-``details`` and ``caused_by`` (the events of downstream hops, nearest first).
+``hint``, ``retryable`` and, where present, ``domain`` (the code's ErrorInfo domain,
+when it is not errtrace's own), ``retry_after``, ``errors`` (field errors), ``details``
+and ``caused_by`` (the events of downstream hops, nearest first).
 
 The neutral dict is the same information under transport-neutral names; the gRPC
 interceptors turn it into ``google.rpc.Status`` with ``ErrorInfo`` and ``RetryInfo``.
@@ -29,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any, NamedTuple
 
-from errtrace.core.codes import CODE_ID_RE, ErrorCode, short_repr
+from errtrace.core.codes import CODE_ID_RE, DEFAULT_DOMAIN, ErrorCode, short_repr
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext
 from errtrace.core.errors import MAX_RETRY_AFTER, AppError, RemoteError, is_domain
@@ -103,6 +104,8 @@ def problem(
     body["service"] = config.service_name
     body["hint"] = code.hint
     body["retryable"] = code.retryable
+    if code.domain != DEFAULT_DOMAIN:
+        body["domain"] = code.domain
     if err.retry_after is not None:
         body["retry_after"] = err.retry_after
     details = client_details(err)
@@ -399,7 +402,8 @@ class ErrorWriter:
         middle = f',"code":{_json_str(code.id)},"level":{int(code.level)},"trace_id":'
         tail = (
             f',"service":{_json_str(config.service_name)},"hint":{_json_str(code.hint)},'
-            f'"retryable":{"true" if code.retryable else "false"}}}'
+            f'"retryable":{"true" if code.retryable else "false"}'
+            + (f',"domain":{_json_str(code.domain)}}}' if code.domain != DEFAULT_DOMAIN else "}")
         )
         static = encode_headers([
             (config.error_code_header, code.id),
