@@ -37,6 +37,11 @@ What answers an exception raised while a request is handled:
 * A fallback registered for the code answers before any of these. An app handler that
   raises or returns nothing is logged, and errtrace's problem+json answers instead.
 
+When Flask propagates exceptions (``PROPAGATE_EXCEPTIONS``, by default on with
+``TESTING`` or ``DEBUG``), an unhandled exception no handler takes is recorded, then
+raised on to the test client, the debugger or the server, as in plain Flask; the WSGI
+middleware lets it pass (see ``PROPAGATED_KEY``).
+
 Errors that no handler of the app takes reach ``handle_exception``, as in plain Flask
 (so do errors raised by ``after_request`` functions or by an error handler). Flask's
 ``got_request_exception`` signal, which error reporters listen to, is sent once
@@ -83,7 +88,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from errtrace.core.context import current
 from errtrace.core.errors import AppError, error_for_http_status, register_exception
 from errtrace.core.runtime import Runtime, plain_fallback_response
-from errtrace.middleware.wsgi import AFTER_RESPONSE_KEY, ErrtraceWSGIMiddleware, wsgi_getter
+from errtrace.middleware.wsgi import (
+    AFTER_RESPONSE_KEY,
+    PROPAGATED_KEY,
+    ErrtraceWSGIMiddleware,
+    wsgi_getter,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -167,9 +177,22 @@ class _Handling:
 
     def handle_exception(self, e: Exception) -> Response:
         """Flask's last step, for an exception no handler answered (or raised by an
-        after_request function or an error handler): recorded, signalled, answered."""
-        response = self._answer(e, page=self._server_error_page, signal=e)
-        return self.app.finalize_request(response, from_error_handler=True)
+        after_request function or an error handler): recorded, signalled, answered.
+
+        When Flask propagates exceptions (``PROPAGATE_EXCEPTIONS``, which defaults to
+        ``TESTING or DEBUG``), an unhandled one is recorded, signalled and raised on
+        instead, as plain Flask raises it: to the test client, the debugger or the
+        server. An error with a code of its own is still answered, as Flask still
+        answers an ``HTTPException``.
+        """
+        app = self.app
+        propagate = app.config["PROPAGATE_EXCEPTIONS"]
+        if propagate is None:
+            propagate = app.testing or app.debug
+        response = self._answer(
+            e, page=self._server_error_page, signal=e, propagate=bool(propagate)
+        )
+        return app.finalize_request(response, from_error_handler=True)
 
     def _server_error_page(self, exc: Exception) -> WerkzeugResponse | None:
         # The handler plain Flask's handle_exception picks: for 500, then along
@@ -220,10 +243,11 @@ class _Handling:
         *,
         page: _Page | None = None,
         signal: Exception | None = None,
+        propagate: bool = False,
     ) -> WerkzeugResponse:
         """Record ``exc``, send ``got_request_exception`` for ``signal`` (the exception
-        as Flask saw it), and answer: the fallback, else ``page`` for an unhandled
-        exception, else problem+json."""
+        as Flask saw it), and answer: the fallback, else (an unhandled exception) raise
+        it on with ``propagate`` or answer with ``page``, else problem+json."""
         runtime = self.runtime
         ctx = current()
         if ctx is None:  # reached outside errtrace's middleware (a test request context)
@@ -245,9 +269,14 @@ class _Handling:
                 )
                 if plain is not None:
                     response = Response(plain[2], status=plain[0], headers=plain[1])
-        if response is None and page is not None and err.unhandled:
-            assert isinstance(exc, Exception)  # Flask hands on Exceptions only
-            response = page(exc)
+        if response is None and err.unhandled:
+            if propagate:
+                # The WSGI middleware lets it pass: it was recorded here.
+                request.environ[PROPAGATED_KEY] = exc
+                raise exc
+            if page is not None:
+                assert isinstance(exc, Exception)  # Flask hands on Exceptions only
+                response = page(exc)
         if response is None:
             status, headers, body = runtime.http_error(err, ctx)
             response = Response(body, status=status, headers=headers)

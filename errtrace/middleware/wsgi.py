@@ -100,6 +100,9 @@ class ErrtraceWSGIMiddleware:
         try:
             inner = app(environ, exchange.start_response)
         except Exception as exc:
+            if environ.get(PROPAGATED_KEY) is exc:  # recorded; raised on by the framework
+                exchange.finish()
+                raise
             try:
                 inner = exchange.fail(exc)
             except BaseException:
@@ -115,6 +118,12 @@ AFTER_RESPONSE_KEY = "errtrace.after_response"
 """The environ entry where a framework adapter inside the middleware (Flask's) lists the
 failures it answered whose after-response actions (a level 0 exit) must wait until the
 server closed the response body; the middleware runs them then."""
+
+
+PROPAGATED_KEY = "errtrace.propagated"
+"""The environ entry where a framework adapter inside the middleware (Flask's) puts an
+exception it recorded and raises on, because the framework is set to propagate
+exceptions (Flask's ``PROPAGATE_EXCEPTIONS``): the middleware lets that one pass."""
 
 
 class ResponseCutShort(Exception):
