@@ -256,9 +256,15 @@ async def test_a_held_4xx_file_answer_keeps_its_start_on_a_pathsend_server(
 # --- a real server ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def stream_server() -> Iterator[str]:
+@pytest.fixture(params=["bare", "http-middleware"])
+def stream_server(request: pytest.FixtureRequest) -> Iterator[str]:
     app = FastAPI()
+    if request.param == "http-middleware":
+        # Starlette's HTTP middleware base class ends a streamed body itself when the
+        # app below returns without ending it: errtrace must keep the body cut short.
+        @app.middleware("http")
+        async def timing(request: Request, call_next: RequestResponseEndpoint) -> Response:
+            return await call_next(request)
 
     async def rows() -> Any:
         for i in range(3):

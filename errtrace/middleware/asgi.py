@@ -50,6 +50,10 @@ errtrace's problem+json; returns False to leave the answer to errtrace."""
 SCOPE_KEY = "errtrace.context"
 """The scope entry holding the request's context, for errtrace middlewares below."""
 
+CUT_SHORT_KEY = "errtrace.cut_short"
+"""Set in the scope by an errtrace middleware that left a started response unfinished
+after an error, so that an errtrace middleware above does not pass its end on."""
+
 
 class ErrtraceMiddleware:
     """Pure ASGI middleware; ``errtrace.instrument(app)`` installs it for you.
@@ -121,6 +125,13 @@ class ErrtraceMiddleware:
                     if not message.get("body"):
                         return
                     message = {**message, "more_body": True}
+                elif scope.get(CUT_SHORT_KEY):
+                    # A layer below left the body unfinished after an error, and a
+                    # middleware in between (Starlette's HTTP middleware base class)
+                    # ends it anyway: the end is not passed on.
+                    if not message.get("body"):
+                        return
+                    message = {**message, "more_body": True}
                 else:
                     finished = True
             elif kind == "http.response.pathsend" or (
@@ -152,8 +163,10 @@ class ErrtraceMiddleware:
                     )
                 elif not finished and config.sse_error_event and _is_event_stream(start_message):
                     await self._end_stream(failure, ctx, send)
-                # Any other started response stays unfinished: the server closes the
-                # connection, and the client sees the body was cut short.
+                elif not finished:
+                    # It stays unfinished: the server closes the connection, and the
+                    # client sees the body was cut short. Layers above must not end it.
+                    scope[CUT_SHORT_KEY] = True
             except OSError:
                 pass  # the client is gone; the error is recorded already
         finally:
