@@ -46,6 +46,10 @@ def with_routes(app: FastAPI) -> FastAPI:
     async def fail() -> None:
         raise errtrace.AppError("LLM_OVERLOADED")
 
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("provider client crashed")
+
     return app
 
 
@@ -76,6 +80,37 @@ async def test_error_body_names_the_otel_span() -> None:
     r = await get(app, "/fail")
     assert r.status_code == 503
     assert r.json()["span_id"] == f"{server_span(exporter).context.span_id:016x}"
+
+
+async def test_an_answered_exception_is_recorded_on_the_server_span() -> None:
+    # errtrace answers it before it could escape to OpenTelemetry's middleware, which
+    # would have recorded it: errtrace puts it on the span instead, with the event id.
+    app, exporter = traced_app()
+    r = await get(app, "/boom")
+    assert r.status_code == 500
+    span = server_span(exporter)
+    assert span.attributes["errtrace.code"] == "INTERNAL"
+    assert span.attributes["errtrace.event_id"] == r.json()["event_id"]
+    [event] = [e for e in span.events if e.name == "exception"]
+    assert event.attributes["exception.type"] == "RuntimeError"
+    assert event.attributes["errtrace.code"] == "INTERNAL"
+
+
+async def test_a_coded_error_marks_the_span_without_an_exception_event() -> None:
+    app, exporter = traced_app()
+    r = await get(app, "/fail")
+    span = server_span(exporter)
+    assert span.attributes["errtrace.code"] == "LLM_OVERLOADED"
+    assert span.attributes["errtrace.event_id"] == r.json()["event_id"]
+    assert not [e for e in span.events if e.name == "exception"]
+
+
+async def test_use_otel_false_leaves_the_span_unmarked() -> None:
+    app, exporter = traced_app(use_otel=False)
+    await get(app, "/boom")
+    span = server_span(exporter)
+    assert "errtrace.code" not in span.attributes
+    assert not [e for e in span.events if e.name == "exception"]
 
 
 async def test_use_otel_false_keeps_errtraces_own_span() -> None:

@@ -4,6 +4,10 @@ When an OpenTelemetry SDK is set up (for example with its ASGI middleware outsid
 errtrace's), the active span is this hop's span: errtrace uses its ids so that logs,
 error bodies and traces agree. Without an SDK the API's span is invalid and errtrace
 keeps its own ids.
+
+When errtrace records a failure, the active span is marked with it (see
+:func:`mark_error`): errtrace answers the error before it could escape to an
+OpenTelemetry middleware, which would otherwise have recorded the exception itself.
 """
 
 from __future__ import annotations
@@ -32,3 +36,18 @@ def current_span_ids() -> tuple[str, str, str | None, int] | None:
 
 
 _get_current = otel_context.get_current
+
+
+def mark_error(code: str, event_id: str, exc: BaseException | None) -> None:
+    """Mark the active span with a failure errtrace recorded: the attributes
+    ``errtrace.code`` and ``errtrace.event_id``, and for ``exc`` (the exception the
+    error was translated from, such as one the handler raised and errtrace answered)
+    an ``exception`` event, as OpenTelemetry's own middlewares record an exception
+    that escapes a request. A span already ended (an error after the response) is left
+    alone."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    span.set_attributes({"errtrace.code": code, "errtrace.event_id": event_id})
+    if exc is not None:
+        span.record_exception(exc, attributes={"errtrace.code": code})

@@ -58,6 +58,8 @@ C = TypeVar("C")
 
 SpanIds = tuple[str, str, "str | None", int]
 SpanSource = Callable[[], "SpanIds | None"]
+SpanMarker = Callable[[str, str, "BaseException | None"], None]
+"""Marks the active span with a recorded failure: (code, event id, exception raised)."""
 
 
 @dataclass
@@ -83,9 +85,10 @@ class Failure:
         self.event.fallback = "failed"
 
 
-def _otel_source(config: Config) -> SpanSource | None:
+def _otel_hooks(config: Config) -> tuple[SpanSource | None, SpanMarker | None]:
+    """The OpenTelemetry span source and error marker, when OpenTelemetry is used."""
     if config.use_otel is False:
-        return None
+        return None, None
     if config.use_otel is None:
         import importlib.util
 
@@ -94,16 +97,16 @@ def _otel_source(config: Config) -> SpanSource | None:
         if importlib.util.find_spec("opentelemetry") is None or (
             importlib.util.find_spec("opentelemetry.sdk") is None
         ):
-            return None
+            return None, None
     try:
-        from errtrace.adapters.otel import current_span_ids
+        from errtrace.adapters.otel import current_span_ids, mark_error
     except ImportError:
         if config.use_otel:
             raise ImportError(
                 'use_otel=True needs OpenTelemetry: pip install "errtrace[otel]"'
             ) from None
-        return None
-    return current_span_ids
+        return None, None
+    return current_span_ids, mark_error
 
 
 class Runtime:
@@ -120,7 +123,7 @@ class Runtime:
         self.policy = policy_ if policy_ is not None else policy
         self.events = events_ if events_ is not None else events
         self.events.ensure_capacity(self.config.event_buffer_size)
-        self.span_source = _otel_source(self.config)
+        self.span_source, self.span_marker = _otel_hooks(self.config)
         if self.config.rules_file is not None:
             from errtrace.core.rewrite import load_rules
 
@@ -311,6 +314,14 @@ class Runtime:
         )
         actions = self.policy.actions_for(code)
         self.events.add(event)
+        if fails and self.span_marker is not None:
+            # The exception answered here never reaches an OpenTelemetry middleware:
+            # the one the error was translated from goes on the span.
+            try:
+                self.span_marker(code_id, event_id, cause)
+            except Exception:  # the failsafe, inlined
+                stats.incr("hook_failures")
+                log.exception("errtrace: marking the OpenTelemetry span failed; ignored")
         if "metric" in actions:
             stats.incr("errors." + code_id)
         if "log" in actions and self.config.log_errors:
