@@ -209,10 +209,12 @@ async def test_a_client_gone_while_the_error_is_answered() -> None:
 
 
 async def test_lifespan_and_websocket_pass_through_untouched() -> None:
+    # Nothing is sent or changed for either; a websocket session gets its context.
     seen: list[tuple[str, object]] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append((scope["type"], errtrace.current()))
+        ctx = errtrace.current()
+        seen.append((scope["type"], ctx and ctx.trace_id))
         if scope["type"] == "lifespan":
             raise RuntimeError("lifespan errors are the server's business")
 
@@ -224,10 +226,12 @@ async def test_lifespan_and_websocket_pass_through_untouched() -> None:
     async def send(message: Any) -> None:
         raise AssertionError("nothing may be sent")
 
-    await middleware({"type": "websocket", "path": "/ws", "headers": []}, receive, send)
+    headers = [(b"traceparent", TRACEPARENT.encode())]
+    await middleware({"type": "websocket", "path": "/ws", "headers": headers}, receive, send)
     with pytest.raises(RuntimeError, match="server's business"):
         await middleware({"type": "lifespan"}, receive, send)
-    assert seen == [("websocket", None), ("lifespan", None)]
+    assert seen == [("websocket", TRACE_ID), ("lifespan", None)]
+    assert errtrace.current() is None
 
 
 async def test_context_reset_after_request() -> None:

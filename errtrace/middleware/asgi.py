@@ -11,8 +11,10 @@ never sent), so that the server closes the connection and the client sees a body
 short rather than a complete-looking one; uvicorn then logs "ASGI callable returned
 without completing response" next to errtrace's own record of the error. A response
 already ended (by its last body message, or by the server extensions
-``http.response.pathsend`` and ``zerocopysend``) gets nothing more. Lifespan and
-websocket scopes pass through untouched.
+``http.response.pathsend`` and ``zerocopysend``) gets nothing more. Lifespan scopes
+pass through untouched. A websocket session gets the context (``errtrace.current()``
+works in its handler and dependencies) and an exception escaping it is recorded, then
+raised on to the server; its messages pass untouched.
 
 With ``hold_stream_end`` (the default for a middleware added by hand), an event
 stream's closing message is held until the app returns, so that an error raised after
@@ -35,6 +37,7 @@ from typing import Any
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext, bind, reset
 from errtrace.core.encoding import encode_headers, sse_error_event
+from errtrace.core.errors import to_app_error
 from errtrace.core.policy import NO_RESULT
 from errtrace.core.runtime import Failure, Runtime, plain_fallback_response, resolve_runtime
 
@@ -88,7 +91,10 @@ class ErrtraceMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         runtime = self.runtime
         ctx: ErrorContext | None = scope.get(SCOPE_KEY)
@@ -178,9 +184,45 @@ class ErrtraceMiddleware:
             # `failure`: drop it so the request's objects are freed without the GC.
             failure = None
 
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A websocket session gets the request's context (from its handshake headers),
+        and an exception escaping it is recorded, then raised on to the server, which
+        closes the session as it would without errtrace. Its messages pass untouched."""
+        runtime = self.runtime
+        if scope.get(SCOPE_KEY) is not None:  # the layer that started it records
+            if runtime.span_source is not None:
+                runtime.follow_span(scope[SCOPE_KEY])
+            await self.app(scope, receive, send)
+            return
+        scope[SCOPE_KEY] = ctx = runtime.start_pairs(scope["headers"])
+        token = bind(ctx)
+        accepted = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal accepted
+            if not accepted and message["type"] in _WEBSOCKET_STARTS:
+                accepted = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            runtime.record(
+                to_app_error(exc), ctx, transport="websocket", method="WEBSOCKET",
+                route=scope.get("path"),
+                response_started=accepted,
+            )
+            raise
+        finally:
+            reset(token)
+
     async def _end_stream(self, failure: Failure, ctx: ErrorContext, send: Send) -> None:
         body = sse_error_event(failure.error, ctx, self.runtime.config)
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+_WEBSOCKET_STARTS = frozenset({"websocket.accept", "websocket.http.response.start"})
+"""What answers a websocket handshake: accepted, or denied with a response."""
 
 
 def _is_event_stream(start: Message) -> bool:

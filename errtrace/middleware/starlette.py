@@ -21,7 +21,9 @@ turns ``HTTPException`` (and FastAPI ``RequestValidationError``) into plain JSON
   errtrace's middleware;
 * instruments Starlette and FastAPI apps mounted in the routes (at the same moment,
   with the same runtime), which share the request's context;
-* maps Starlette's ``ClientDisconnect`` (the client left mid-upload) to ``CANCELLED``.
+* maps Starlette's ``ClientDisconnect`` (the client left mid-upload) and
+  ``WebSocketDisconnect`` (a websocket client left while the handler waited for it)
+  to ``CANCELLED``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Host, Mount, Router
+from starlette.websockets import WebSocketDisconnect
 
 from errtrace.core.context import current
 from errtrace.core.errors import AppError, error_for_http_status, register_exception
@@ -97,6 +100,7 @@ def instrument_starlette(app: Starlette, runtime: Runtime) -> Starlette:
         ) from exc
     app.state.errtrace_runtime = runtime
     register_exception(ClientDisconnect, "CANCELLED")
+    register_exception(WebSocketDisconnect, "CANCELLED")
 
     async def http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
