@@ -202,3 +202,47 @@ def test_outgoing_headers_outside_a_request_continue_the_active_span() -> None:
     assert int(flags, 16) & 0x01  # the SDK samples it
     fresh = errtrace.outgoing_headers()["traceparent"].split("-")[1]
     assert fresh != trace_id  # outside the span: a trace of its own
+
+
+# --- gRPC: OpenTelemetry's server interceptor listed before errtrace's -----------------
+
+
+@pytest.mark.parametrize("kind", ["Unary", "ServerStream"])
+def test_a_sync_grpc_span_gets_the_status_errtrace_answers_with(kind: str) -> None:
+    """OpenTelemetry records a sync call's status from ``context.abort``: errtrace's
+    answer must reach it, as a handler's own abort does."""
+    import grpc
+    from google.protobuf.wrappers_pb2 import StringValue
+    from opentelemetry.instrumentation.grpc import server_interceptor
+
+    from .grpc_helpers import echo_handler, path, sync_server
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    def unary(request: Any, context: Any) -> Any:
+        raise errtrace.AppError("AI_MODEL_LOAD_FAILED")
+
+    def stream(request: Any, context: Any) -> Any:
+        yield StringValue(value="first")
+        raise errtrace.AppError("AI_MODEL_LOAD_FAILED")
+
+    handler = echo_handler({"Unary": unary, "ServerStream": stream})
+    interceptors = [server_interceptor(tracer_provider=provider),
+                    *errtrace.grpc_server_interceptors(use_otel=True)]
+    with sync_server(interceptors, handler) as port, \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = (channel.unary_unary if kind == "Unary" else channel.unary_stream)(
+            path(kind), request_serializer=StringValue.SerializeToString,
+            response_deserializer=StringValue.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            result = call(StringValue(value="x"), timeout=10)
+            if kind == "ServerStream":
+                list(result)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    [span] = [s for s in exporter.get_finished_spans() if s.kind.name == "SERVER"]
+    assert span.status.status_code.name == "ERROR"
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert span.attributes["errtrace.code"] == "AI_MODEL_LOAD_FAILED"

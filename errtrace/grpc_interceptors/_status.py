@@ -66,10 +66,6 @@ class Status(NamedTuple):
     trailing_metadata: tuple[tuple[str, Any], ...]
 
 
-class _GrpcStatus(Status, grpc.Status):
-    """The same, as an instance of ``grpc.Status`` for ``context.abort_with_status``."""
-
-
 def error_status(
     err: AppError,
     ctx: ErrorContext | None,
@@ -98,7 +94,7 @@ def error_status(
         added.append((event_key, err.event_id))
     if ctx is not None:
         added.append((trace_key, ctx.trace_id))
-    return _GrpcStatus(status_code, message, tuple(replaced(existing, added)))
+    return Status(status_code, message, tuple(replaced(existing, added)))
 
 
 # What the status of an error is made of: its code, message, the serialized
