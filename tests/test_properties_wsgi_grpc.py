@@ -678,8 +678,9 @@ class ServicerContext:
     def add_callback(self, callback: Callable[[], None]) -> bool:
         return True
 
-    def abort_with_status(self, status: Status) -> None:
-        self.statuses.append(status)
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        # grpc sends the trailing metadata set last with the status.
+        self.statuses.append(Status(code, details, self.trailing))
         raise Aborted()
 
 
