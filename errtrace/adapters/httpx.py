@@ -38,9 +38,8 @@ an :class:`~errtrace.AppError` raised from an :class:`httpx.HTTPStatusError`:
 deflate are inflated by the adapter a slice at a time, so a compression bomb stops
 there too; ``br`` and ``zstd`` are left to httpx, which inflates each network chunk
 whole); the response is then closed (its connection returns to the pool or is
-dropped) and the
-``HTTPStatusError``'s ``response`` is a closed copy whose ``.content`` holds the bytes
-read (decoded, so without ``Content-Encoding``). Its ``request``, ``headers``,
+dropped) and the ``HTTPStatusError``'s ``response`` is a closed copy whose ``.content``
+holds the bytes read (decoded, so without ``Content-Encoding``). Its ``request``, ``headers``,
 ``elapsed`` and (on an instrumented client) redirect ``history`` are kept, as with
 ``raise_for_status()``.
 

@@ -209,8 +209,7 @@ class ErrtraceMiddleware:
         except Exception as exc:
             runtime.record(
                 to_app_error(exc), ctx, transport="websocket", method="WEBSOCKET",
-                route=scope.get("path"),
-                response_started=accepted,
+                route=scope.get("path"), response_started=accepted,
             )
             raise
         finally:
