@@ -126,15 +126,12 @@ class ErrtraceMiddleware:
                         message["headers"] = [*headers, (trace_name, ctx.trace_id.encode())]
                 hold = hold_streams and _is_event_stream(message)
             elif kind == "http.response.body" and not message.get("more_body", False):
-                if hold:  # an event stream's end waits for the app to return
-                    held = True
-                    if not message.get("body"):
-                        return
-                    message = {**message, "more_body": True}
-                elif scope.get(CUT_SHORT_KEY):
-                    # A layer below left the body unfinished after an error, and a
-                    # middleware in between (Starlette's HTTP middleware base class)
-                    # ends it anyway: the end is not passed on.
+                if hold or scope.get(CUT_SHORT_KEY):
+                    # The end is not passed on: an event stream's waits for the app to
+                    # return; or a layer below left the body unfinished after an error
+                    # and a middleware in between (Starlette's HTTP middleware base
+                    # class) ends it anyway.
+                    held = hold
                     if not message.get("body"):
                         return
                     message = {**message, "more_body": True}
