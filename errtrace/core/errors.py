@@ -28,7 +28,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from errtrace.core.codes import CODE_ID_RE, DEFAULT_DOMAIN, CodeRegistry, ErrorCode, registry
+from errtrace.core.codes import (
+    CODE_ID_RE,
+    DEFAULT_DOMAIN,
+    CodeRegistry,
+    ErrorCode,
+    registry,
+    short_repr,
+)
 from errtrace.core.levels import Level
 from errtrace.core.status import grpc_to_http, http_to_grpc, is_grpc_status, parse_retry_after
 
@@ -176,6 +183,11 @@ class AppError(Exception):
     error's cause (its text is the exception's, which clients see only when debug is
     on) and is logged once; any other value is written with ``str()``. Type checkers
     still flag both at the raise site.
+
+    ``status`` (an HTTP status, 400-599) and ``grpc_status`` (a gRPC status name other
+    than ``OK``) answer with that status instead of the code's own; the code, its level
+    and its other properties stay. A value outside those is ignored (and logged), for
+    the same reason.
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> AppError:
@@ -190,6 +202,7 @@ class AppError(Exception):
     remote: RemoteError | None
     event_id: str | None
     status_override: int | None
+    grpc_status_override: str | None
     headers: dict[str, str | list[str]]
     """Extra headers of this error's HTTP response; a list value sends the header once
     per item (several ``Set-Cookie`` headers, which cannot be joined into one). A number
@@ -206,8 +219,12 @@ class AppError(Exception):
         remote: RemoteError | None = None,
         codes: CodeRegistry | None = None,
         status: int | None = None,
+        grpc_status: str | None = None,
         headers: Mapping[str, str | list[str]] | None = None,
     ) -> None:
+        if grpc_status is not None and (grpc_status == "OK" or not is_grpc_status(grpc_status)):
+            _warn_status(grpc_status)
+            grpc_status = None
         if isinstance(code, ErrorCode):
             self.error_code = code
         elif isinstance(code, str):
@@ -224,6 +241,7 @@ class AppError(Exception):
         self.remote = remote
         self.event_id: str | None = None
         self.status_override = status if status is not None and 400 <= status <= 599 else None
+        self.grpc_status_override = grpc_status
         self.headers: dict[str, str | list[str]] = dict(headers or {})
         if cause is not None:
             self.__cause__ = cause
@@ -246,6 +264,7 @@ class AppError(Exception):
         self.remote = None
         self.event_id = None
         self.status_override = None
+        self.grpc_status_override = None
         self.headers = {}
         self.__cause__ = cause
         Exception.__init__(self, code.title)
@@ -270,7 +289,7 @@ class AppError(Exception):
     @property
     def grpc_status(self) -> str:
         """The gRPC status name this error answers with."""
-        return self.error_code.grpc_status or "UNKNOWN"
+        return self.grpc_status_override or self.error_code.grpc_status or "UNKNOWN"
 
     @property
     def retryable(self) -> bool:
@@ -321,11 +340,21 @@ class AppError(Exception):
         # task queues); the cause does not, as with any pickled exception.
         return (_rebuild, (
             self.error_code, self.message, self.details, self.remote, self.event_id,
-            self.status_override, self.headers,
+            self.status_override, self.headers, self.grpc_status_override,
         ))
 
 
 _warned_messages: set[str] = set()
+
+
+def _warn_status(value: object) -> None:
+    key = f"grpc_status:{short_repr(value)}"
+    if key not in _warned_messages and len(_warned_messages) < 1000:
+        _warned_messages.add(key)
+        log.warning(
+            "errtrace: AppError(grpc_status=%s) is not a gRPC status name other than OK; "
+            "the code's own status is used", short_repr(value),
+        )
 
 
 def _message_text(
@@ -356,8 +385,12 @@ def _rebuild(
     event_id: str | None = None,
     status: int | None = None,
     headers: dict[str, str | list[str]] | None = None,
+    grpc_status: str | None = None,
 ) -> AppError:
-    err = AppError(code, message, details=details, remote=remote, status=status, headers=headers)
+    err = AppError(
+        code, message, details=details, remote=remote, status=status, headers=headers,
+        grpc_status=grpc_status,
+    )
     err.event_id = event_id
     return err
 

@@ -30,13 +30,18 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from errtrace.core.config import Config
+from errtrace.core.errors import mapper
 from errtrace.core.runtime import Runtime, resolve_runtime
 from errtrace.grpc_interceptors._aio_client import AIO_KINDS, AioClientInterceptor
 from errtrace.grpc_interceptors._aio_server import AioServerInterceptor
 from errtrace.grpc_interceptors._client import ClientInterceptor
 from errtrace.grpc_interceptors._metadata import MetadataGetter, MetadataSetter
 from errtrace.grpc_interceptors._server import ServerInterceptor
-from errtrace.grpc_interceptors._status import decode_status, error_status
+from errtrace.grpc_interceptors._status import (
+    decode_status,
+    error_from_status_exception,
+    error_status,
+)
 
 __all__ = [
     "AioClientInterceptor",
@@ -52,6 +57,10 @@ __all__ = [
     "error_status",
     "server_interceptors",
 ]
+
+# A handler's exception carrying its own gRPC status (grpc-interceptor's NotFound...)
+# answers with that status, here and on any transport.
+mapper.add_translator(error_from_status_exception)
 
 
 def _client_runtime(

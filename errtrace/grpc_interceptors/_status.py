@@ -48,6 +48,46 @@ _VERBATIM = bytes(b for b in range(0x20, 0x7F) if b != ord("%"))
 
 STATUS_CODES: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
 
+# An exception raised with a gRPC status of its own (``status_code`` and ``details``, as
+# grpc-interceptor's ``GrpcException`` and its ``NotFound``-style subclasses carry):
+# the code of its class. UNKNOWN, INTERNAL and DATA_LOSS are INTERNAL.
+_RAISED: dict[str, str] = {
+    "INVALID_ARGUMENT": "BAD_REQUEST",
+    "FAILED_PRECONDITION": "BAD_REQUEST",
+    "OUT_OF_RANGE": "BAD_REQUEST",
+    "NOT_FOUND": "NOT_FOUND",
+    "ALREADY_EXISTS": "CONFLICT",
+    "ABORTED": "CONFLICT",
+    "PERMISSION_DENIED": "PERMISSION_DENIED",
+    "UNAUTHENTICATED": "UNAUTHENTICATED",
+    "RESOURCE_EXHAUSTED": "RATE_LIMITED",
+    "DEADLINE_EXCEEDED": "TIMEOUT",
+    "UNAVAILABLE": "UPSTREAM_UNAVAILABLE",
+    "UNIMPLEMENTED": "NOT_IMPLEMENTED",
+    "CANCELLED": "CANCELLED",
+}
+
+
+def error_from_status_exception(exc: BaseException) -> AppError | None:
+    """The error for an exception that carries its own gRPC status, or None.
+
+    Such an exception (``status_code`` a non-OK ``grpc.StatusCode``, ``details`` its
+    text) says which status its caller should get: the error answers with that status
+    and text, under the code of the status's class (``NOT_FOUND`` for NOT_FOUND,
+    ``BAD_REQUEST`` for FAILED_PRECONDITION, ...), so a handler written for
+    grpc-interceptor's exceptions answers as before, wherever its interceptor is listed.
+    """
+    try:
+        status = getattr(exc, "status_code", None)
+        text = getattr(exc, "details", None)
+    except Exception:  # a property that fails: not such an exception
+        return None
+    if not isinstance(status, grpc.StatusCode) or status is grpc.StatusCode.OK:
+        return None
+    message = text if isinstance(text, str) and text else None
+    return AppError(_RAISED.get(status.name, "INTERNAL"), message, grpc_status=status.name)
+
+
 # A failed call without errtrace details: which code the gRPC status stands for.
 _BY_STATUS: dict[str, str] = {
     "UNAVAILABLE": "UPSTREAM_UNAVAILABLE",
@@ -76,7 +116,8 @@ def error_status(
 ) -> Status:
     """The status, safe message and trailing metadata that answer ``err``.
 
-    ``code`` overrides the code's own status (a status the handler set is kept).
+    ``code`` overrides the code's own status (a status the handler set is kept), as
+    does the error's own ``grpc_status`` when no handler set one.
     ``existing`` trailing metadata set by the handler is kept, except for the keys
     errtrace writes.
 
@@ -84,6 +125,8 @@ def error_status(
     code's parts, serialized once per code and config; anything else goes through the
     neutral dict. Both give the same bytes (the tests compare them).
     """
+    if code is None and err.grpc_status_override is not None:  # AppError(grpc_status=...)
+        code = STATUS_CODES[err.grpc_status_override]
     if config.debug or err.remote is not None or (err.details and client_details(err)):
         status_code, message, rich, head = _neutral_answer(err, ctx, config, code)
     else:
