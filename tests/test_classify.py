@@ -363,6 +363,55 @@ def test_token_numbers_from_other_providers(text: str, requested: int, limit: in
     assert (details["requested_tokens"], details["limit_tokens"]) == (requested, limit)
 
 
+# Wordings from the first held-out evaluation (sources in tests/data/llm_errors.jsonl).
+@pytest.mark.parametrize(
+    ("text", "requested", "limit"),
+    [
+        ("ValueError: Prompt length of 5016 is longer than the maximum model length of 4096.",
+         5016, 4096),
+        ("ValueError: The prompt (total length 25938) is too long to fit into the model "
+         "(context length 4096).", 25938, 4096),
+        ("scheduler.py:648] Input prompt (36893 tokens) is too long and exceeds limit of 1000",
+         36893, 1000),
+        # the prompt and max_tokens, summed: the whole request
+        ("input length and max_tokens exceed context limit: 94607 + 112147 > 204648, decrease "
+         "input length or max_tokens and try again", 206754, 204648),
+        ("Number of tokens (2662) exceeded maximum context length (512).", 2662, 512),
+        ('level=WARN source=runner.go:122 msg="input exceeds context length" prompt=2782 '
+         "limit=2048", 2782, 2048),
+        ("This endpoint's maximum context length is 16384 tokens. However, you requested about "
+         "94307 tokens (94307 of text input).", 94307, 16384),
+    ],
+)
+def test_context_wordings_are_classified_with_their_numbers(
+    text: str, requested: int, limit: int
+) -> None:
+    result = classify(text)
+    assert result.code == "LLM_CONTEXT_LENGTH_EXCEEDED"
+    details = result.details
+    assert (details["requested_tokens"], details["limit_tokens"]) == (requested, limit)
+
+
+@pytest.mark.parametrize(
+    ("text", "model"),
+    [
+        ("403 Project `proj_x` does not have access to model `gpt-4.1-2025-04-14`",
+         "gpt-4.1-2025-04-14"),
+        ("Your organization must be verified to use the model `gpt-5`. Please go to: ...",
+         "gpt-5"),
+        ('404 {"type":"error","error":{"type":"not_found_error","message":"model: '
+         'us.anthropic.claude-3-7-sonnet-20250219-v1:0"}}',
+         "us.anthropic.claude-3-7-sonnet-20250219-v1:0"),
+        ("Error code: 404 - {'type': 'error', 'error': {'type': 'not_found_error', 'message': "
+         "'model: anthropic:claude-3-5-haiku-latest'}}", "anthropic:claude-3-5-haiku-latest"),
+        ("Error code: 404 - {'object': 'error', 'message': 'The model `/dev/shm/glm-4-9b-chat/` "
+         "does not exist.', 'type': 'NotFoundError'}", "/dev/shm/glm-4-9b-chat/"),
+    ],
+)
+def test_model_names_in_more_spellings(text: str, model: str) -> None:
+    assert classify(text).details["model"] == model
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [

@@ -462,7 +462,7 @@ def test_builtin_patterns_pass_and_search_in_linear_time() -> None:
     from errtrace.core.rewrite._rules import BUILTIN_RULES
 
     patterns = [p for rule in BUILTIN_RULES for p in rule.patterns]
-    assert len(BUILTIN_RULES) == 84
+    assert len(BUILTIN_RULES) == 87
     assert [p for p in patterns if find_unsafe_construct(p) or scans_quadratically(p)] == []
 
 

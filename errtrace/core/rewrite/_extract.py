@@ -228,7 +228,8 @@ _CONTEXT_NUMBERS: tuple[tuple[re.Pattern[str], tuple[int, ...], int], ...] = tup
     (re.compile(p), req, lim)
     for p, req, lim in (
         (
-            rf"maximum context length is {_INT} tokens\W{{1,3}}however,? you requested {_INT}",
+            rf"maximum context length is {_INT} tokens\W{{1,3}}however,? you requested"
+            rf" (?:about )?{_INT}",
             (2,),
             1,
         ),
@@ -265,6 +266,19 @@ _CONTEXT_NUMBERS: tuple[tuple[re.Pattern[str], tuple[int, ...], int], ...] = tup
         (rf"prompt contains {_INT} tokens.{{0,60}}?maximum context length of {_INT}", (1,), 2),
         (rf"prompt contains {_INT} tokens.{{0,60}}?model with {_INT} maximum context", (1,), 2),
         (rf"cannot exceed {_INT} - received {_INT}", (2,), 1),
+        # vLLM
+        (rf"prompt length of {_INT} is longer than the maximum model length of {_INT}", (1,), 2),
+        (
+            rf"total length {_INT}\) is too long to fit into the model \(context length {_INT}",
+            (1,),
+            2,
+        ),
+        (rf"input prompt \({_INT} tokens\) is too long and exceeds limit of {_INT}", (1,), 2),
+        # Anthropic: "... exceed context limit: 94607 + 112147 > 204648"
+        (rf"exceed context limit: {_INT} \+ {_INT} > {_INT}", (1, 2), 3),
+        (rf"number of tokens \({_INT}\) exceeded maximum context length \({_INT}", (1,), 2),
+        # Ollama's server log: msg="input exceeds context length" prompt=2782 limit=2048
+        (rf"context length\W{{1,3}}prompt={_INT} limit={_INT}", (1,), 2),
         # TGI: "... must be <= 4096. Given: 4000 `inputs` tokens and 500 `max_new_tokens`"
         (
             rf"must be <= {_INT}\W{{1,3}}given: {_INT} \W{{0,3}}inputs\W{{0,3}} tokens and"
@@ -312,7 +326,7 @@ _MODEL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
         (
             "does not exist",
-            r"the (?:requested )?model [`'\"]?([a-z0-9][\w.:/@-]{1,100}?)[`'\"]? "
+            r"the (?:requested )?model [`'\"]?([a-z0-9/][\w.:/@-]{1,100}?)[`'\"]? "
             r"does not exist",
         ),
         (
@@ -324,7 +338,13 @@ _MODEL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             "no endpoints found for",
             r"no endpoints found for ([a-z0-9][\w.:/-]{1,100}?)\.?(?:\s|$|\"|')",
         ),
-        ("claude-", r"\bmodel\W{1,4}(claude-[\w.-]{1,80})"),
+        # "model: claude-...", also relayed: "us.anthropic.claude-...", "anthropic:claude-..."
+        ("claude-", r"\bmodel\W{1,4}((?:[a-z0-9][\w-]{0,30}[.:]){0,3}claude-[\w.:-]{1,80})"),
+        # "does not have access to model `gpt-4o-mini`", "must be verified to use the model"
+        (
+            "model `",
+            r"(?:access to|to use) (?:the )?model `([a-z0-9/][\w.:/@-]{1,100}?)`",
+        ),
         (
             "deployment",
             r"deployment (?:for|named)? ?[`'\"]?([\w.-]{1,80})[`'\"]? "

@@ -169,7 +169,16 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             "billing hard limit has been reached",
         ],
     ),
-    _r("anthropic:credit-balance", QUOTA, P + 80, ["credit balance is too low"]),
+    _r(
+        "anthropic:credit-balance",
+        QUOTA,
+        P + 80,
+        [
+            "credit balance is too low",
+            # sent as a 400 invalid_request_error
+            "reached your specified api usage limits",
+        ],
+    ),
     _r("deepseek:insufficient-balance", QUOTA, P + 80, ["insufficient balance"]),
     _r(
         "openrouter:credits",
@@ -202,6 +211,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"\bspend(?:ing)? limit (?:exceeded|reached)",
             r"\bquota (?:has been )?exceeded\b",
             r"exceeded (?:your|the) (?:monthly |daily )?quota",
+            r"used (?:all|up) (?:of )?your credits",
         ],
         ["credit", "payment", "spend", "quota"],
     ),
@@ -225,6 +235,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             "content_policy_violation",
             r"flagged as potentially violating",
             "violating our usage polic",
+            "violate our guardrails",
             "contentfilterfinishreasonerror",
             "rejected by the content filter",
         ],
@@ -237,6 +248,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         [
             r"finish_?reason\W{0,6}(?:safety|prohibited_content|blocklist|spii|recitation)",
             r"block_?reason\W{0,6}(?:safety|other|blocklist|prohibited_content)",
+            r"blocked for reason\W{0,3}(?:safety|other|blocklist|prohibited_content)",
             r"candidate was blocked due to",
             r"response (?:was|is) blocked due to safety",
             "prohibited_content",
@@ -244,6 +256,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         ["reason", "blocked", "prohibited_content"],
     ),
     _r("bedrock:guardrail", FILTER, P + 70, ["guardrail intervened", "guardrail_intervened"]),
+    # DeepSeek answers a refused prompt with a 400 invalid_request_error
+    _r("deepseek:content-risk", FILTER, P + 70, ["content exists risk"]),
     _r(
         "generic:content-policy",
         FILTER,
@@ -274,7 +288,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         P + 60,
         [
             r"prompt is too long: \d+ tokens",
-            r"input length and .max_tokens. exceed context limit",
+            r"input length and \W?max_tokens\W? exceed context limit",
         ],
         ["prompt is too long", "exceed context limit"],
     ),
@@ -298,6 +312,17 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             "input is too long for requested model",
             "too many input tokens",
         ],
+    ),
+    _r(
+        "vllm:max-model-len",
+        CTX,
+        P + 60,
+        [
+            r"is longer than the maximum model length of \d+",
+            "too long to fit into the model",
+            r"input prompt \(\d+ tokens\) is too long",
+        ],
+        ["maximum model length", "fit into the model", "input prompt ("],
     ),
     _r(
         "mistral:too-large-for-model",
@@ -415,8 +440,11 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             "resource exhausted",
             "ratelimitexceeded",
             r"quota exceeded for quota metric .{0,120}per minute",
+            # Vertex AI: "429 Quota exceeded for aiplatform.googleapis.com/
+            # generate_content_requests_per_minute_per_project_per_base_model"
+            r"quota exceeded for aiplatform\.googleapis\.com/\S{0,120}per_minute",
         ],
-        ["exhausted", "ratelimitexceeded", "per minute"],
+        ["exhausted", "ratelimitexceeded", "per minute", "per_minute"],
     ),
     _r(
         "bedrock:throttling",
@@ -424,10 +452,12 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         P + 50,
         [
             "throttlingexception",
-            "too many requests, please wait before trying again",
+            # "Too many connections, please wait ..." comes as a 503 ServiceUnavailable:
+            # capacity, below
+            r"too many (?:requests|tokens), please wait before trying again",
             r"\brate exceeded\b",
         ],
-        ["throttling", "too many requests", "rate exceeded"],
+        ["throttling", "please wait before trying again", "rate exceeded"],
     ),
     _r("cohere:trial-key", RATE, P + 50, [r"trial key, which is limited to \d+"], ["trial key"]),
     _r(
@@ -436,12 +466,20 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         G + 50,
         [
             r"rate[ _-]?limit",
-            r"too many requests",
+            r"too ?many ?requests",  # also TooManyRequestsError (Cohere's SDK)
             r"\bthrottl",
             r"requests? per (?:second|minute)",
             r"\b429 client error",
         ],
-        ["rate", "too many requests", "throttl", "per second", "per minute", "429"],
+        [
+            "rate",
+            "too many requests",
+            "toomanyrequests",
+            "throttl",
+            "per second",
+            "per minute",
+            "429",
+        ],
     ),
     # ---- authentication ----
     _r(
@@ -499,6 +537,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         [
             "invalid credentials in authorization header",
             "invalid username or password",
+            "the token seems invalid",
         ],
     ),
     _r(
@@ -512,6 +551,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"authentication (?:failed|error|required)",
             r"\bunauthenticated\b",
             r"missing (?:api[ _-]?key|authentication)",
+            r"\bauthentication fails\b",
         ],
         ["invalid", "api", "unauthori", "authenticat", "missing"],
     ),
@@ -550,8 +590,15 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             "service_disabled",
             r"has not been used in project \d+ before or it is disabled",
             "permission denied on resource",
+            "is not allowed to use publisher model",
         ],
-        ["location is not supported", "permission", "service_disabled", "has not been used"],
+        [
+            "location is not supported",
+            "permission",
+            "service_disabled",
+            "has not been used",
+            "publisher model",
+        ],
     ),
     _r(
         "bedrock:access-denied",
@@ -575,8 +622,12 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"not authori[sz]ed to (?:access|use|perform)",
             r"does not have (?:permission|access)",
             r"do(?:n't| not) have (?:permission|access) to",
+            # our organization, not the caller's request (Groq, Anthropic send a 400)
+            "organization_restricted",
+            r"\borganization (?:has been |is )?(?:disabled|restricted|suspended)\b",
+            r"model requires a pro subscription",
         ],
-        ["permission", "denied", "forbidden", "authori", "access"],
+        ["permission", "denied", "forbidden", "authori", "access", "organization", "subscription"],
     ),
     # ---- model / deployment not found ----
     _r(
@@ -658,6 +709,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"\bmodel\b.{0,80}\b(?:does not exist|doesn't exist|not found|is not available"
             r"|unavailable for)",
             r"\b(?:unknown|no such|unsupported) model\b",
+            r"\bmodel not exists?\b",  # DeepSeek, as a 400
             r"deployment \S{1,80} not found",
         ],
         ["model", "deployment"],
@@ -698,6 +750,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             "serviceunavailableexception",
             "modelnotreadyexception",
             "model is not ready for inference",
+            "bedrock is unable to process your request",
+            "too many connections, please wait before trying again",
         ],
     ),
     _r(
@@ -729,7 +783,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"\boverload(?:ed)?\b",
             r"\bat capacity\b",
             r"\bover capacity\b",
-            r"service unavailable",
+            r"service ?unavailable",  # also litellm.ServiceUnavailableError
             r"temporarily unavailable",
             r"server is busy",
             r"\bhigh demand\b",
@@ -791,7 +845,9 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         CONN,
         G + 12,
         [
-            r"connection (?:error|refused|reset|aborted|closed)",
+            r"connection (?:was |has been )?(?:error|refused|reset|aborted|closed)",
+            r"\bsocket (?:connection )?(?:was |has been )?closed",
+            r"\bfetch failed\b",  # Node's fetch (undici)
             r"failed to (?:establish a )?connect",
             r"\b(?:could not|cannot|can't|unable to) connect\b",
             r"name or service not known",
@@ -800,7 +856,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"nodename nor servname",
             r"network is unreachable",
             r"no route to host",
-            r"\becon(?:nrefused|nreset)\b",
+            r"\be(?:connrefused|connreset|timedout|hostunreach|notfound)\b",
             r"certificate_verify_failed",
             r"\bssl ?error\b",
             r"max retries exceeded with url",
@@ -820,7 +876,11 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             "max retries",
             "dial tcp",
             "eof occurred",
-            "connect",
+            "socket",
+            "fetch failed",
+            "etimedout",
+            "ehostunreach",
+            "enotfound",
         ],
     ),
     # ---- server errors ----
@@ -866,6 +926,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         ],
         ["engine", "background loop"],
     ),
+    _r("ollama:runner-terminated", SERVER, P + 5, ["llama runner process has terminated"]),
     _r(
         "generic:server-error",
         SERVER,
@@ -873,7 +934,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         [
             r"internal server error",
             r"\binternal error\b",
-            r"\bbad gateway\b",
+            r"\bbad ?gateway\b",  # also litellm.BadGatewayError
             r"\b5\d\d server error\b",
             r"\bserver error\b",
             r"upstream (?:error|connect error)",
@@ -965,8 +1026,27 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"failed to (?:parse|decode) (?:the )?(?:model|llm) (?:output|response)",
             r"output (?:is )?not (?:valid )?json",
             r"malformed (?:tool|function) (?:call|arguments)",
+            "error parsing llm output",  # crewAI
+            r"the action input is not a valid key, value dictionary",
+            r"invalid format: missing 'action",
+            "failed to convert text into a pydantic model",
+            # pydantic-ai, instructor: the model's answers kept failing validation
+            r"exceeded maximum retries \(\d+\) for (?:result|output) validation",
+            r"max retries exceeded\. .{0,80}validation error for",
         ],
-        ["parse", "json", "schema", "malformed", "unterminated", "expecting"],
+        [
+            "parse",
+            "parsing",
+            "json",
+            "schema",
+            "malformed",
+            "unterminated",
+            "expecting",
+            "dictionary",
+            "invalid format",
+            "pydantic",
+            "validation",
+        ],
     ),
     _r(
         "agent:tool-not-found",
@@ -979,12 +1059,15 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"no tool named",
             r"tool_not_found",
             r"function \S{1,80} (?:not found|is not defined|does not exist)",
-            r"error (?:executing|running|calling) tool",
+            r"error (?:executing|running|calling|invoking) (?:mcp )?tool",
             r"tool (?:call|execution|invocation) failed",
+            r"action '[^']{1,80}' (?:don't|doesn't|does not) exist",  # crewAI
+            r"tried to call unavailable tool",
+            r"\baction \S{1,80} not found",
             r"tool \S{1,80} (?:failed|raised|returned an error)",
             r"\btoolexception\b",
         ],
-        ["tool", "function"],
+        ["tool", "function", "action"],
     ),
     _r(
         "agent:model-cannot-use-tool",
