@@ -89,6 +89,59 @@ def test_openai_rate_limit_takes_retry_after_from_headers() -> None:
     assert err.details["model"] == "gpt-4o"
 
 
+def test_openai_delay_is_the_limit_it_hit_not_the_later_reset() -> None:
+    # No Retry-After; the requests-per-minute limit was hit and clears in 1 s, while the
+    # token limit resets in 6 minutes.
+    headers = {
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1s",
+        "x-ratelimit-remaining-tokens": "149984",
+        "x-ratelimit-reset-tokens": "6m0s",
+    }
+    message = (
+        "Rate limit reached for gpt-4o in organization org-x on requests per min (RPM): "
+        "Limit 3, Used 3, Requested 1. Please try again in 1s."
+    )
+    body = {"message": message, "type": "requests", "param": None, "code": "rate_limit_exceeded"}
+    err = _translate(_openai_status(openai.RateLimitError, 429, body, headers=headers))
+    assert err.retry_after == 1.0
+    # the wording decides when no header names the limit that was hit
+    unflagged = {k: v for k, v in headers.items() if "remaining" not in k}
+    err = _translate(_openai_status(openai.RateLimitError, 429, body, headers=unflagged))
+    assert err.retry_after == 1.0
+    # and the exhausted limit's reset when the wording names no delay
+    body["message"] = "Rate limit reached for gpt-4o on requests per min (RPM)."
+    err = _translate(_openai_status(openai.RateLimitError, 429, body, headers=headers))
+    assert err.retry_after == 1.0
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+        "credit_balance_exhausted",
+        "organization_usage_limit_exceeded",
+    ],
+)
+def test_openai_billing_codes_are_quota_whatever_the_type(code: str) -> None:
+    body = {"message": "Request denied.", "type": "requests", "param": None, "code": code}
+    err = _translate(_openai_status(openai.RateLimitError, 429, body))
+    assert (err.code, err.retryable) == ("LLM_QUOTA_EXCEEDED", False)
+
+
+def test_anthropic_enforced_spend_limit_is_quota_not_rate_limit() -> None:
+    error = {
+        "type": "rate_limit_error",
+        "message": "Your workspace has reached its spend limit.",
+        "details": {"error_code": "enforced_spend_limit_reached"},
+    }
+    err = _translate(
+        _anthropic_status(anthropic.RateLimitError, 429, error, headers={"retry-after": "1"})
+    )
+    assert (err.code, err.retryable, int(err.level)) == ("LLM_QUOTA_EXCEEDED", False, 1)
+
+
 def test_openai_context_length_keeps_token_numbers() -> None:
     exc = _openai_status(
         openai.BadRequestError,
@@ -330,6 +383,16 @@ def test_retry_after_header_forms() -> None:
             {"x-ratelimit-reset-requests": "1m30s", "x-ratelimit-reset-tokens": "20ms"}
         )
         == 90.0
+    )
+    assert (
+        retry_after_from_headers(
+            {
+                "x-ratelimit-reset-requests": "1m30s",
+                "x-ratelimit-reset-tokens": "20ms",
+                "x-ratelimit-remaining-tokens": "0",
+            }
+        )
+        == 0.02
     )
     assert retry_after_from_headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
     assert retry_after_from_headers(None) is None

@@ -153,35 +153,56 @@ def _parse_duration(value: str) -> float | None:
 
 
 def retry_after_from_headers(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, ``retry-after`` or ``x-ratelimit-reset-*``."""
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after``, else from the
+    ``x-ratelimit-reset-*`` headers (see :func:`_reset_delay`)."""
+    explicit = _explicit_delay(headers)
+    return explicit if explicit is not None else _reset_delay(headers)
+
+
+def _header(headers: Any, name: str) -> str | None:
     if headers is None or not hasattr(headers, "get"):
         return None
+    try:
+        value = headers.get(name)
+    except Exception:
+        return None
+    return value if isinstance(value, str) and value.strip() else None
 
-    def get(name: str) -> str | None:
-        try:
-            value = headers.get(name)
-        except Exception:
-            return None
-        return value if isinstance(value, str) and value.strip() else None
 
-    ms = get("retry-after-ms")
+def _explicit_delay(headers: Any) -> float | None:
+    """The provider's own ``retry-after-ms`` or ``retry-after`` (delay-seconds)."""
+    ms = _header(headers, "retry-after-ms")
     if ms is not None:
         try:
             return max(0.0, float(ms) / 1000.0)
         except ValueError:
             pass
-    seconds = get("retry-after")
+    seconds = _header(headers, "retry-after")
     if seconds is not None:
         try:
             return max(0.0, float(seconds))
         except ValueError:
-            pass  # an HTTP-date; the reset headers below are easier to trust
-    resets = [
-        parsed
-        for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
-        if (raw := get(name)) is not None and (parsed := _parse_duration(raw)) is not None
+            pass  # an HTTP-date; the reset headers are easier to trust
+    return None
+
+
+def _reset_delay(headers: Any) -> float | None:
+    """When the exhausted limit resets: OpenAI-style ``x-ratelimit-reset-requests`` and
+    ``-tokens``. The one whose ``x-ratelimit-remaining-*`` is 0 is the limit that was
+    hit (the other may reset minutes later); without that, the later of the two."""
+    resets: dict[str, float] = {}
+    for kind in ("requests", "tokens"):
+        raw = _header(headers, f"x-ratelimit-reset-{kind}")
+        parsed = _parse_duration(raw) if raw is not None else None
+        if parsed is not None:
+            resets[kind] = parsed
+    hit = [
+        delay for kind, delay in resets.items()
+        if (_header(headers, f"x-ratelimit-remaining-{kind}") or "").strip() == "0"
     ]
-    return max(resets) if resets else None
+    if hit:
+        return max(hit)
+    return max(resets.values()) if resets else None
 
 
 def _sdk_error_fields(exc: BaseException) -> dict[str, str]:
@@ -215,9 +236,13 @@ def _build(
         )
     }
     details.update(_sdk_error_fields(exc))
-    retry_after = retry_after_from_headers(headers)
+    # The provider's Retry-After is the most exact; then its wording ("try again in
+    # 1s", which names the limit it hit); the reset headers last.
+    retry_after = _explicit_delay(headers)
+    if retry_after is None and "retry_after" not in details:
+        retry_after = _reset_delay(headers)
     if retry_after is not None:
-        details["retry_after"] = retry_after  # the header is more exact than the wording
+        details["retry_after"] = retry_after
     if result.provider:
         details["provider"] = result.provider
     if status is not None:

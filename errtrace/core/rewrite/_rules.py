@@ -167,6 +167,11 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             "exceeded your current quota",
             "billing_hard_limit_reached",
             "billing hard limit has been reached",
+            # OpenAI's billing error codes, whatever the error type says
+            "organization_spend_limit_exceeded",
+            "project_spend_limit_exceeded",
+            "credit_balance_exhausted",
+            "organization_usage_limit_exceeded",
         ],
     ),
     _r(
@@ -175,6 +180,9 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         P + 80,
         [
             "credit balance is too low",
+            # a 429 rate_limit_error whose details.error_code says the spend limit was hit
+            "enforced_spend_limit_reached",
+            "enforcedspendlimitreached",
             # sent as a 400 invalid_request_error
             "reached your specified api usage limits",
         ],
