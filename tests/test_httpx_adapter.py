@@ -878,6 +878,36 @@ async def test_async_read_timeout_is_timeout(down_url: str) -> None:
     assert isinstance(info.value.__cause__, httpx.ReadTimeout)
 
 
+# A call to an LLM provider (here a self-hosted one named with llm_provider=) gets the
+# LLM codes, as the provider's SDK would: fallbacks and dashboards keyed on them work.
+def test_sync_transport_failures_to_an_llm_provider_get_llm_codes(
+    down_url: str, closed_port_url: str
+) -> None:
+    with eh.client(timeout=0.2, llm_provider="vllm") as client:
+        with pytest.raises(errtrace.AppError) as timed_out:
+            client.get(f"{down_url}/slow")
+        with pytest.raises(errtrace.AppError) as refused:
+            client.get(f"{closed_port_url}/x")
+    assert (timed_out.value.code, refused.value.code) == ("LLM_TIMEOUT", "LLM_CONNECTION_ERROR")
+    assert isinstance(timed_out.value.__cause__, httpx.ReadTimeout)
+    assert isinstance(refused.value.__cause__, httpx.ConnectError)
+    with eh.client(timeout=0.2, llm_provider=False) as client, pytest.raises(
+        errtrace.AppError
+    ) as plain:
+        client.get(f"{down_url}/slow")
+    assert plain.value.code == "TIMEOUT"
+
+
+@pytest.mark.anyio
+async def test_async_transport_failures_to_an_llm_provider_get_llm_codes(
+    closed_port_url: str,
+) -> None:
+    async with eh.async_client(timeout=5, llm_provider=True) as client:
+        with pytest.raises(errtrace.AppError) as info:
+            await client.get(f"{closed_port_url}/x")
+    assert info.value.code == "LLM_CONNECTION_ERROR"
+
+
 class BodyFailure:
     """A raw HTTP/1.1 server on 127.0.0.1 that sends a 200's headers and 3 of the 100
     body bytes it announces, then stalls (``cut=False``) or closes the connection."""
@@ -1154,3 +1184,23 @@ def test_remote_only_code_keeps_retryable_and_domain_across_http_hops() -> None:
     )
     assert again is not None
     assert again.error_code.domain == "inventory.example.com" and again.retryable
+
+
+@pytest.mark.parametrize(("cut", "code"), [(False, "LLM_TIMEOUT"), (True, "LLM_CONNECTION_ERROR")])
+def test_body_failure_from_an_llm_provider_gets_its_llm_code(cut: bool, code: str) -> None:
+    with (
+        BodyFailure(cut=cut) as url,
+        eh.client(timeout=0.2, llm_provider="vllm") as client,
+        pytest.raises(errtrace.AppError) as info,
+    ):
+        client.get(f"{url}/x")
+    assert info.value.code == code
+
+
+@pytest.mark.anyio
+async def test_async_body_failure_from_an_llm_provider_gets_its_llm_code() -> None:
+    with BodyFailure(cut=True) as url:
+        async with eh.async_client(timeout=0.2, llm_provider="vllm") as client:
+            with pytest.raises(errtrace.AppError) as info:
+                await client.get(f"{url}/x")
+    assert info.value.code == "LLM_CONNECTION_ERROR"

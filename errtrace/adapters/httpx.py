@@ -45,7 +45,9 @@ holds the bytes read (decoded, so without ``Content-Encoding``). Its ``request``
 
 Transport failures become ``TIMEOUT`` (any :class:`httpx.TimeoutException`, connect
 timeouts included) or ``UPSTREAM_UNAVAILABLE`` (connection refused or reset, protocol
-errors of the peer, proxy errors), raised ``from`` the httpx exception. Errors that are
+errors of the peer, proxy errors), raised ``from`` the httpx exception; on a call to an
+LLM provider (judged as for error bodies, ``llm_provider=``) they are ``LLM_TIMEOUT``
+and ``LLM_CONNECTION_ERROR``, as an LLM SDK's own would be. Errors that are
 the caller's own (an unsupported URL scheme, a local protocol error) pass unchanged.
 This holds after the headers too: a body that stalls or is cut short by the peer
 raises the same way, whether the client reads it (``get``, ``post`` ...) or the caller
@@ -177,13 +179,24 @@ def error_from_exception(exc: BaseException) -> AppError | None:
     return None
 
 
-def _raise_translated(exc: httpx.TransportError, request: httpx.Request) -> NoReturn:
+# A transport failure on a call to an LLM provider: the LLM codes, as for an SDK's.
+_LLM_TRANSPORT_CODES = {"TIMEOUT": "LLM_TIMEOUT", "UPSTREAM_UNAVAILABLE": "LLM_CONNECTION_ERROR"}
+
+
+def _raise_translated(
+    exc: httpx.TransportError, request: httpx.Request, llm_provider: bool | str | None
+) -> NoReturn:
     # httpx attaches the request only in the client, after the transport returned;
     # attach it now so the cause is complete for whoever inspects it.
     exc.request = request
     err = error_from_exception(exc)
     if err is None:
         raise exc
+    if llm_provider is not False and (
+        llm_provider is True or isinstance(llm_provider, str)
+        or llm_provider_for(request.url) is not None
+    ):
+        err = AppError(_LLM_TRANSPORT_CODES.get(err.code, err.code), None, cause=exc)
     raise err from exc
 
 
@@ -194,42 +207,48 @@ class _Body(httpx.SyncByteStream):
     client or by the caller, and can still time out or be cut short by the peer.
     """
 
-    def __init__(self, inner: httpx.SyncByteStream, request: httpx.Request) -> None:
+    def __init__(
+        self, inner: httpx.SyncByteStream, request: httpx.Request, llm: bool | str | None
+    ) -> None:
         self.inner = inner
         self.request = request
+        self.llm = llm
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self.inner
         except httpx.TransportError as exc:
-            _raise_translated(exc, self.request)
+            _raise_translated(exc, self.request, self.llm)
 
     def close(self) -> None:
         try:
             self.inner.close()
         except httpx.TransportError as exc:
-            _raise_translated(exc, self.request)
+            _raise_translated(exc, self.request, self.llm)
 
 
 class _AsyncBody(httpx.AsyncByteStream):
     """The async :class:`_Body`."""
 
-    def __init__(self, inner: httpx.AsyncByteStream, request: httpx.Request) -> None:
+    def __init__(
+        self, inner: httpx.AsyncByteStream, request: httpx.Request, llm: bool | str | None
+    ) -> None:
         self.inner = inner
         self.request = request
+        self.llm = llm
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self.inner:
                 yield chunk
         except httpx.TransportError as exc:
-            _raise_translated(exc, self.request)
+            _raise_translated(exc, self.request, self.llm)
 
     async def aclose(self) -> None:
         try:
             await self.inner.aclose()
         except httpx.TransportError as exc:
-            _raise_translated(exc, self.request)
+            _raise_translated(exc, self.request, self.llm)
 
 
 # --- error responses ------------------------------------------------------------------
@@ -583,11 +602,11 @@ class ErrtraceTransport(httpx.BaseTransport):
                 # The body is read after this returns: its failures must raise as these
                 # do. A stream of the wrong kind is left for the client to report.
                 if isinstance(response.stream, httpx.SyncByteStream):
-                    response.stream = _Body(response.stream, request)
+                    response.stream = _Body(response.stream, request, self.options.llm_provider)
                 return response
             body = _read_bounded(response)
         except httpx.TransportError as exc:
-            _raise_translated(exc, request)
+            _raise_translated(exc, request, self.options.llm_provider)
         return self.options.answer(request, response, body, started)
 
     def close(self) -> None:
@@ -621,11 +640,12 @@ class AsyncErrtraceTransport(httpx.AsyncBaseTransport):
             response = await self.inner.handle_async_request(request)
             if not self.options.wants_error(response):
                 if isinstance(response.stream, httpx.AsyncByteStream):
-                    response.stream = _AsyncBody(response.stream, request)
+                    llm = self.options.llm_provider
+                    response.stream = _AsyncBody(response.stream, request, llm)
                 return response
             body = await _aread_bounded(response)
         except httpx.TransportError as exc:
-            _raise_translated(exc, request)
+            _raise_translated(exc, request, self.options.llm_provider)
         return self.options.answer(request, response, body, started)
 
     async def aclose(self) -> None:
