@@ -186,8 +186,9 @@ class AppError(Exception):
 
     ``status`` (an HTTP status, 400-599) and ``grpc_status`` (a gRPC status name other
     than ``OK``) answer with that status instead of the code's own; the code, its level
-    and its other properties stay. A value outside those is ignored (and logged), for
-    the same reason.
+    and its other properties stay. An HTTP status outside that range is ignored; so is
+    any other ``grpc_status`` value, which is logged (once per value), for the same
+    reason.
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> AppError:
