@@ -73,7 +73,8 @@ def error_from_status_exception(exc: BaseException) -> AppError | None:
 
     Such an exception (``status_code`` a non-OK ``grpc.StatusCode``, ``details`` its
     text) says which status its caller should get: the error answers with that status
-    and text, under the code of the status's class (``NOT_FOUND`` for NOT_FOUND,
+    and text (no text for UNKNOWN, INTERNAL and DATA_LOSS, which are ``INTERNAL``),
+    under the code of the status's class (``NOT_FOUND`` for NOT_FOUND,
     ``BAD_REQUEST`` for FAILED_PRECONDITION, ...), so a handler written for
     grpc-interceptor's exceptions answers as before, wherever its interceptor is listed.
     """
@@ -84,8 +85,10 @@ def error_from_status_exception(exc: BaseException) -> AppError | None:
         return None
     if not isinstance(status, grpc.StatusCode) or status is grpc.StatusCode.OK:
         return None
-    message = text if isinstance(text, str) and text else None
-    return AppError(_RAISED.get(status.name, "INTERNAL"), message, grpc_status=status.name)
+    code = _RAISED.get(status.name, "INTERNAL")
+    # INTERNAL's promise holds: its text reaches a client only in debug (from the cause)
+    message = text if isinstance(text, str) and text and code != "INTERNAL" else None
+    return AppError(code, message, grpc_status=status.name)
 
 
 # A failed call without errtrace details: which code the gRPC status stands for.
