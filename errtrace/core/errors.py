@@ -446,6 +446,37 @@ _HTTP_CODES: dict[int, str] = {
 }
 
 
+# A gRPC status an application raised itself: the generic code of its class (UNKNOWN,
+# INTERNAL and DATA_LOSS are INTERNAL).
+_GRPC_CODES: dict[str, str] = {
+    "INVALID_ARGUMENT": "BAD_REQUEST",
+    "FAILED_PRECONDITION": "BAD_REQUEST",
+    "OUT_OF_RANGE": "BAD_REQUEST",
+    "NOT_FOUND": "NOT_FOUND",
+    "ALREADY_EXISTS": "CONFLICT",
+    "ABORTED": "CONFLICT",
+    "PERMISSION_DENIED": "PERMISSION_DENIED",
+    "UNAUTHENTICATED": "UNAUTHENTICATED",
+    "RESOURCE_EXHAUSTED": "RATE_LIMITED",
+    "DEADLINE_EXCEEDED": "TIMEOUT",
+    "UNAVAILABLE": "UPSTREAM_UNAVAILABLE",
+    "UNIMPLEMENTED": "NOT_IMPLEMENTED",
+    "CANCELLED": "CANCELLED",
+}
+
+
+def error_for_grpc_status(status: str, message: str | None = None) -> AppError:
+    """The error for a gRPC status an application raised (a non-OK status name).
+
+    The status is kept as given (FAILED_PRECONDITION stays FAILED_PRECONDITION) while
+    the code names its class, as :func:`error_for_http_status` does for HTTP. An error
+    that becomes ``INTERNAL`` drops ``message``: INTERNAL's text reaches a client only
+    in debug, from the cause.
+    """
+    code = _GRPC_CODES.get(status, "INTERNAL")
+    return AppError(code, message if code != "INTERNAL" else None, grpc_status=status)
+
+
 def error_for_http_status(
     status: int,
     message: str | None = None,

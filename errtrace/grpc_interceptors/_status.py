@@ -24,7 +24,7 @@ from errtrace.core.codes import ErrorCode
 from errtrace.core.config import Config
 from errtrace.core.context import ErrorContext
 from errtrace.core.encoding import client_details, detail_text, from_neutral, neutral
-from errtrace.core.errors import AppError
+from errtrace.core.errors import AppError, error_for_grpc_status
 from errtrace.core.status import GRPC_NAMES, small_int
 from errtrace.core.stringmap import from_string_map, to_string_map
 from errtrace.grpc_interceptors import _wire
@@ -48,25 +48,6 @@ _VERBATIM = bytes(b for b in range(0x20, 0x7F) if b != ord("%"))
 
 STATUS_CODES: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
 
-# An exception raised with a gRPC status of its own (``status_code`` and ``details``, as
-# grpc-interceptor's ``GrpcException`` and its ``NotFound``-style subclasses carry):
-# the code of its class. UNKNOWN, INTERNAL and DATA_LOSS are INTERNAL.
-_RAISED: dict[str, str] = {
-    "INVALID_ARGUMENT": "BAD_REQUEST",
-    "FAILED_PRECONDITION": "BAD_REQUEST",
-    "OUT_OF_RANGE": "BAD_REQUEST",
-    "NOT_FOUND": "NOT_FOUND",
-    "ALREADY_EXISTS": "CONFLICT",
-    "ABORTED": "CONFLICT",
-    "PERMISSION_DENIED": "PERMISSION_DENIED",
-    "UNAUTHENTICATED": "UNAUTHENTICATED",
-    "RESOURCE_EXHAUSTED": "RATE_LIMITED",
-    "DEADLINE_EXCEEDED": "TIMEOUT",
-    "UNAVAILABLE": "UPSTREAM_UNAVAILABLE",
-    "UNIMPLEMENTED": "NOT_IMPLEMENTED",
-    "CANCELLED": "CANCELLED",
-}
-
 
 def error_from_status_exception(exc: BaseException) -> AppError | None:
     """The error for an exception that carries its own gRPC status, or None.
@@ -85,10 +66,7 @@ def error_from_status_exception(exc: BaseException) -> AppError | None:
         return None
     if not isinstance(status, grpc.StatusCode) or status is grpc.StatusCode.OK:
         return None
-    code = _RAISED.get(status.name, "INTERNAL")
-    # INTERNAL's promise holds: its text reaches a client only in debug (from the cause)
-    message = text if isinstance(text, str) and text and code != "INTERNAL" else None
-    return AppError(code, message, grpc_status=status.name)
+    return error_for_grpc_status(status.name, text if isinstance(text, str) and text else None)
 
 
 # A failed call without errtrace details: which code the gRPC status stands for.
