@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, WebSocket
+from fastapi.middleware.gzip import GZipMiddleware
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -266,9 +267,22 @@ async def test_instrument_is_idempotent_and_keeps_user_handlers() -> None:
     async with client(app) as c:
         r = await c.get("/missing")
     assert r.text == "mine" and "x-trace-id" in r.headers
+    # No middleware of the app's own: one layer, not one more per call.
+    ours = [m.cls.__name__ == "ErrtraceMiddleware" for m in app.user_middleware]  # type: ignore[attr-defined]
+    assert ours == [True]
+
+
+async def test_instrument_twice_with_middlewares_wraps_them_once() -> None:
+    app = FastAPI()
+    app.add_middleware(GZipMiddleware)
+    errtrace.instrument(app)
+    errtrace.instrument(app)
+    async with client(app) as c:
+        r = await c.get("/missing", headers=H)
+    assert r.status_code == 404 and r.headers["x-trace-id"] == TRACE_ID
     # One around the app's middlewares, one around the routes: not one more per call.
     ours = [m.cls.__name__ == "ErrtraceMiddleware" for m in app.user_middleware]  # type: ignore[attr-defined]
-    assert sum(ours) == 2 and ours[0] and ours[-1]
+    assert ours == [True, False, True]
 
 
 async def test_plain_starlette_app() -> None:
