@@ -11,6 +11,7 @@ their adapter when called.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from errtrace import testing
 from errtrace._instrument import instrument
@@ -77,7 +78,7 @@ __all__ = [
 ]
 
 
-def outgoing_headers() -> dict[str, str]:
+def outgoing_headers(url: str | None = None) -> dict[str, str]:
     """Headers for an outgoing call made now, with any HTTP client.
 
     Same trace id, flags and tracestate as the current request, a fresh child span id
@@ -86,10 +87,25 @@ def outgoing_headers() -> dict[str, str]:
     had them). Names are lower case (``traceparent``, ``x-biz-code``). Outside a
     request, the call continues the trace of the active OpenTelemetry span, or starts a
     new one.
+
+    Give the call's ``url`` (or its host) so that a call to a third party's API (an LLM
+    provider, ``Config.third_party_hosts``) gets only what
+    ``Config.third_party_propagation`` allows: by default the ``traceparent`` alone.
+    Without it the headers are those for a service of your own.
     """
     headers: dict[str, str] = {}
-    inject_current(headers, dict_setter)
+    inject_current(headers, dict_setter, host=None if url is None else _host_of(url))
     return headers
+
+
+def _host_of(url: str) -> str:
+    """The host of a URL or of a bare ``host[:port]``; "" when there is none."""
+    if not isinstance(url, str):
+        raise TypeError(f"outgoing_headers: url must be a string, not {type(url).__name__}")
+    try:
+        return urlsplit(url if "//" in url else "//" + url).hostname or ""
+    except ValueError:  # an unbalanced IPv6 bracket
+        return ""
 
 
 def report(code: str, message: str | None = None, /, **details: Any) -> ErrorEvent:

@@ -32,6 +32,8 @@ BAD_VALUES: dict[str, object] = {
     "event_buffer_size": -1,
     "log_errors": None,
     "grpc_trace_id_on_success": [],
+    "third_party_propagation": "baggage",
+    "third_party_hosts": ["https://api.example.com/v1"],
 }
 
 
@@ -81,6 +83,8 @@ def test_the_file_is_named_for_an_errtrace_section_and_for_errtrace_config_file(
         ("ERRTRACE_SERVICE_NAME", " ", "service_name: must be a non-empty string"),
         ("ERRTRACE_REWRITE_RESPONSES", "api/", "rewrite_responses: ('api/',) must be"),
         ("ERRTRACE_max_header_bytes", "-5", "max_header_bytes: -5 must be a positive integer"),
+        ("ERRTRACE_THIRD_PARTY_HOSTS", "a.example, b.example:8443",
+         "third_party_hosts: 'b.example:8443' is not a host name"),
     ],
 )
 def test_a_bad_value_in_the_environment_names_the_variable(

@@ -12,7 +12,9 @@
 Every request gets the W3C ``traceparent`` of a fresh child span of the current
 request's span (``errtrace.current()``; outside a request, a new trace per call), its
 ``tracestate``, ``baggage`` and the business-code header, through the core
-:func:`~errtrace.core.propagation.inject`.
+:func:`~errtrace.core.propagation.inject`. A call to a third party's API (a known LLM
+provider host, ``Config.third_party_hosts``) gets only what
+``Config.third_party_propagation`` allows: by default the ``traceparent`` alone.
 
 Header precedence: ``traceparent`` and ``tracestate`` are always errtrace's, replacing
 any value the caller set, because a forwarded inbound ``traceparent`` would name the
@@ -143,12 +145,16 @@ class HttpxHeadersSetter:
 httpx_setter = HttpxHeadersSetter()
 
 
-def inject_request(request: httpx.Request) -> str:
-    """Write the current error context into ``request``'s headers; returns its span id.
+def inject_request(request: httpx.Request) -> str | None:
+    """Write the current error context into ``request``'s headers; returns its span id
+    (None when nothing was written: a third party's API with
+    ``third_party_propagation="none"``).
 
-    Outside a request (no current context) the call starts a new trace of its own.
+    Outside a request (no current context) the call starts a new trace of its own. A
+    call to a third party's API carries only what ``Config.third_party_propagation``
+    allows (by default the ``traceparent``).
     """
-    return inject_current(request.headers, httpx_setter)
+    return inject_current(request.headers, httpx_setter, host=request.url.host)
 
 
 # --- transport failures ---------------------------------------------------------------

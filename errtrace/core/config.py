@@ -23,6 +23,10 @@ from errtrace.core.propagation import DEFAULT_BIZ_PATTERN, TOKEN_RE, Propagation
 ENV_PREFIX = "ERRTRACE_"
 _HEADER_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}\Z")  # \Z: no final newline
 _PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,80}\Z")  # a variable name shown as it is
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z")  # lower case, no dot last
+THIRD_PARTY_MODES = ("traceparent", "none", "all")
+"""The values of ``Config.third_party_propagation``."""
 
 
 class ConfigError(ValueError):
@@ -67,6 +71,13 @@ class Config:
     grpc_trace_id_on_success: bool = False
     """gRPC servers: put ``x-trace-id`` in the trailing metadata of successful calls too.
     Failed calls always carry it; on a success it costs one more trailer per call."""
+    third_party_propagation: str = "traceparent"
+    """What outgoing calls to a third party's API carry: ``"traceparent"`` (only that
+    header: no ``tracestate``, ``baggage`` or business code), ``"none"``, or ``"all"``
+    (the same as any other call). Third parties: the built-in LLM provider hosts, hosts
+    added with ``add_llm_host(..., third_party=True)``, and ``third_party_hosts``."""
+    third_party_hosts: tuple[str, ...] = ()
+    """More third-party hosts (each with its subdomains), e.g. ``("api.stripe.com",)``."""
 
     def __post_init__(self) -> None:
         for name in ("biz_header", "trace_id_header", "error_code_header",
@@ -111,6 +122,28 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigError(f"{name}: {short_repr(value)} must be true or false")
+        if self.third_party_propagation not in THIRD_PARTY_MODES:
+            raise ConfigError(
+                f"third_party_propagation: {short_repr(self.third_party_propagation)} must "
+                "be one of " + ", ".join(THIRD_PARTY_MODES)
+            )
+        hosts = self.third_party_hosts
+        if isinstance(hosts, str):  # one host given as a string
+            hosts = (hosts,)
+        if not isinstance(hosts, (list, tuple)):
+            raise ConfigError(
+                f"third_party_hosts: {short_repr(hosts)} must be a list of host names"
+            )
+        names: list[str] = []
+        for host in hosts:
+            name = host.strip().lower().rstrip(".") if isinstance(host, str) else ""
+            if not _HOST_RE.match(name):
+                raise ConfigError(
+                    f"third_party_hosts: {short_repr(host)} is not a host name "
+                    "(no scheme, port or path)"
+                )
+            names.append(name)
+        object.__setattr__(self, "third_party_hosts", tuple(names))
         if self.rules_file is not None and (
             not isinstance(self.rules_file, str) or not self.rules_file.strip()
         ):
@@ -139,6 +172,12 @@ class Config:
             baggage_biz_key=self.baggage_biz_key,
             max_header_bytes=self.max_header_bytes,
             sample_new_traces=self.sample_new_traces,
+        )
+
+    def is_third_party_host(self, host: str) -> bool:
+        """Whether ``host`` (lower case) is one of ``third_party_hosts`` or under one."""
+        return any(
+            host == name or host.endswith("." + name) for name in self.third_party_hosts
         )
 
     def rewrites(self, path: str) -> bool:
@@ -269,6 +308,8 @@ def _parse_env(key: str, raw: str, type_name: str) -> Any:
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{key}: {short_repr(raw)} is not a boolean (true/false)")
+    if type_name.startswith("tuple"):  # a comma-separated list
+        return tuple(p.strip() for p in text.split(",") if p.strip())
     if type_name == "int":
         # ASCII only: int() also reads other scripts' digits ("١٢" is 12), which no one
         # means in a setting; a sign or "_" between digits stays int()'s to judge.

@@ -3,6 +3,12 @@
 One table for every adapter: the LLM SDK exception translator and the httpx client
 adapter both ask :func:`provider_for_host` whether a failed call went to an LLM API
 (then its error is classified into an ``LLM_*`` code) and to which provider.
+
+The built-in hosts are third-party APIs: :func:`is_third_party` says so, and outgoing
+calls to them carry only what ``Config.third_party_propagation`` allows (by default the
+``traceparent``, not the caller's baggage or business code). Hosts added with
+:func:`add_llm_host` are taken for the user's own (a self-hosted model server) unless
+added with ``third_party=True``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ _DOMAINS: dict[str, str] = {
 _BEDROCK = re.compile(r"^bedrock-runtime[\w.-]*\.amazonaws\.com$")
 OLLAMA_PORT = 11434
 _lock = threading.Lock()
+# The domains of _DOMAINS that are someone else's API (all built-in ones).
+_THIRD_PARTY: set[str] = set(_DOMAINS)
 
 
 def provider_for_host(host: str | None, port: int | None = None) -> str | None:
@@ -47,7 +55,7 @@ def provider_for_host(host: str | None, port: int | None = None) -> str | None:
     if provider is not None:
         return provider
     for domain, name in list(_DOMAINS.items()):
-        if host.endswith(("." + domain, "-" + domain)):
+        if _matches(host, domain):
             return name
     if _BEDROCK.match(host):
         return "bedrock"
@@ -56,11 +64,40 @@ def provider_for_host(host: str | None, port: int | None = None) -> str | None:
     return None
 
 
-def add_llm_host(host: str, provider: str = "custom") -> None:
+def _matches(host: str, domain: str) -> bool:
+    return host == domain or host.endswith(("." + domain, "-" + domain))
+
+
+def is_third_party(host: str | None) -> bool:
+    """Whether ``host`` is a third party's LLM API: a built-in provider host (Bedrock
+    included), or one added with ``add_llm_host(..., third_party=True)``."""
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    if host in _DOMAINS:
+        return host in _THIRD_PARTY
+    # The most specific domain decides: an own host under a provider's domain is own.
+    found = max((d for d in list(_DOMAINS) if _matches(host, d)), key=len, default=None)
+    if found is not None:
+        return found in _THIRD_PARTY
+    return _BEDROCK.match(host) is not None
+
+
+def add_llm_host(host: str, provider: str = "custom", *, third_party: bool = False) -> None:
     """Treat calls to ``host`` (and its subdomains) as calls to an LLM API.
 
     Use it for self-hosted serving stacks (vLLM, TGI, an internal gateway); name the
     provider when its wording is one the classifier knows (``"vllm"``, ``"tgi"``).
+    ``third_party=True`` marks a provider run by someone else: outgoing calls to it then
+    carry only what ``Config.third_party_propagation`` allows, as for the built-in ones.
+    Re-adding a built-in host without it makes that host your own.
     """
+    name = host.strip().lower().rstrip(".")
+    if not name:
+        raise ValueError("add_llm_host: the host is empty")
     with _lock:
-        _DOMAINS[host.strip().lower().rstrip(".")] = provider
+        _DOMAINS[name] = provider
+        if third_party:
+            _THIRD_PARTY.add(name)
+        else:
+            _THIRD_PARTY.discard(name)

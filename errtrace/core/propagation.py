@@ -499,12 +499,14 @@ def inject(
     settings: PropagationSettings = DEFAULT_SETTINGS,
     *,
     span_id: str | None = None,
+    trace_only: bool = False,
 ) -> str:
     """Write the context for an outgoing call into ``carrier``; returns the call's span id.
 
     Each call gets a fresh child span id (this hop's span is its parent), the same
     trace id, flags and tracestate, the baggage with ``biz.code`` kept in step, and
-    the business-code header.
+    the business-code header. With ``trace_only`` (a call to a third party), only the
+    ``traceparent``.
     """
     child = span_id or ids().span_id()
     spans = ctx.outgoing_spans
@@ -513,6 +515,8 @@ def inject(
             ctx.outgoing_spans = spans = list(spans)
         spans.append(child)
     setter.set(carrier, TRACEPARENT, f"00-{ctx.trace_id}-{child}-{ctx.trace_flags & 0x03:02x}")
+    if trace_only:
+        return child
     if ctx.tracestate:
         setter.set(carrier, TRACESTATE, ctx.tracestate)
     baggage = outgoing_baggage(ctx, settings)

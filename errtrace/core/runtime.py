@@ -41,6 +41,7 @@ from errtrace.core.errors import AppError, to_app_error
 from errtrace.core.events import ErrorEvent, EventBuffer, events
 from errtrace.core.ids import new_event_id
 from errtrace.core.levels import Level
+from errtrace.core.llm_hosts import is_third_party
 from errtrace.core.policy import NO_RESULT, Policy, failsafe, policy, run_hooks
 from errtrace.core.propagation import (
     Getter,
@@ -554,21 +555,42 @@ def one_line(text: str | None) -> str:
     )
 
 
-def inject_current(carrier: C, setter: Setter[C], runtime: Runtime | None = None) -> str:
-    """Write the current context into an outgoing call's carrier; returns the call's span id.
+def inject_current(
+    carrier: C, setter: Setter[C], runtime: Runtime | None = None, *, host: str | None = None
+) -> str | None:
+    """Write the current context into an outgoing call's carrier; returns the call's span
+    id, or None when nothing was written (``third_party_propagation="none"``).
 
     Outside a request (no current context) the call starts a new trace of its own, or
     continues that of the active OpenTelemetry span. Settings come from ``runtime`` if
-    given, else from the runtime of the current request. Every client adapter (httpx,
-    gRPC) and ``errtrace.outgoing_headers()`` use it.
+    given, else from the runtime of the current request. A call to ``host``, when that
+    is a third party's API, carries only what ``third_party_propagation`` allows. Every
+    client adapter (httpx, gRPC) and ``errtrace.outgoing_headers()`` use it.
     """
     ctx = current()
     runtime = runtime or runtime_for(ctx)
-    settings = runtime.config.propagation
+    config = runtime.config
+    mode = "all" if host is None else propagation_to(config, host)
+    if mode == "none":
+        return None
+    settings = config.propagation
     if ctx is None:  # within an active OpenTelemetry span, the call continues its trace
         ctx = new_root_context(settings)
         runtime.follow_span(ctx)
-    return inject(ctx, carrier, setter, settings)
+    return inject(ctx, carrier, setter, settings, trace_only=mode == "traceparent")
+
+
+def propagation_to(config: Config, host: str) -> str:
+    """What an outgoing call to ``host`` carries: ``"all"``, or for a third party's API
+    (:func:`~errtrace.core.llm_hosts.is_third_party`, ``config.third_party_hosts``)
+    ``config.third_party_propagation``."""
+    mode = config.third_party_propagation
+    if mode == "all" or not host:
+        return "all"
+    name = host.lower().rstrip(".")
+    if is_third_party(name) or config.is_third_party_host(name):
+        return mode
+    return "all"
 
 
 def plain_fallback_response(
