@@ -92,7 +92,7 @@ from errtrace.core.encoding import (
     parse_retry_after,
 )
 from errtrace.core.errors import AppError
-from errtrace.core.llm_hosts import provider_for_host
+from errtrace.core.llm_hosts import provider_for_host, provider_request_id
 from errtrace.core.propagation import TRACEPARENT, TRACESTATE
 from errtrace.core.runtime import inject_current
 
@@ -275,6 +275,12 @@ def _classified(
         return None
     found = from_response(status, body, headers.get("content-type"), provider=provider)
     details: dict[str, Any] = dict(found.details)
+    # The same keys as an LLM SDK's error gives (errtrace.adapters.llm), so that events
+    # of both paths are found the same way.
+    details["provider_status"] = status
+    request_id = provider_request_id(headers.get)
+    if request_id is not None:
+        details["provider_request_id"] = request_id
     # Provider text may quote the prompt or keys: private (leading "_"), kept for events.
     details["_provider_text"] = found.text
     details["_classifier_rule"] = found.rule

@@ -21,7 +21,7 @@ from typing import Any
 
 from errtrace.core.errors import AppError, mapper
 from errtrace.core.llm_hosts import add_llm_host as add_llm_host  # re-exported
-from errtrace.core.llm_hosts import provider_for_host
+from errtrace.core.llm_hosts import provider_for_host, provider_request_id
 from errtrace.core.rewrite import Classification, classify, from_response
 
 _SDK_ROOTS = frozenset(
@@ -247,6 +247,9 @@ def _build(
         details["provider"] = result.provider
     if status is not None:
         details["provider_status"] = status
+    request_id = provider_request_id(lambda name: _header(headers, name))
+    if request_id is not None:
+        details["provider_request_id"] = request_id
     details["_provider_text"] = result.text
     details["_classification"] = {"rule": result.rule, "confidence": result.confidence}
     return AppError(code or result.code, None, details=details, cause=exc)

@@ -68,12 +68,25 @@ def _exception_text(exc: BaseException) -> str:
         return f"{type(exc).__name__}: <unprintable>"
 
 
+def _provider_message(text: str) -> str:
+    """The ``message`` of a provider's error envelope (OpenAI, Anthropic, Google and
+    the like, as JSON or as an SDK's printed dict), else the text itself, bounded."""
+    from errtrace.core.rewrite._extract import parse_envelope
+
+    message = parse_envelope(text[:8192]).get("message") if "{" in text else None
+    return message if message else text[:8192]
+
+
 def detail_text(err: AppError, debug: bool) -> str:
     """The human-readable detail: the raiser's message, never an exception's text."""
     if err.message:
         return err.message
     if debug and err.remote is not None and err.remote.message:
         return err.remote.message
+    if debug:  # an LLM provider's own words, however the call was made (SDK or httpx)
+        text = err.details.get("_provider_text")
+        if isinstance(text, str) and text.strip():
+            return _provider_message(text)
     cause = err.cause
     if debug and cause is not None:
         return _exception_text(cause)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 
 # domain -> provider name (the classifier's provider names). A host matches when it is
 # the domain itself, a subdomain of it, or a regional "<region>-<domain>" form.
@@ -101,3 +102,24 @@ def add_llm_host(host: str, provider: str = "custom", *, third_party: bool = Fal
             _THIRD_PARTY.add(name)
         else:
             _THIRD_PARTY.discard(name)
+
+
+# The headers in which providers name a call for their support: OpenAI, Mistral, Groq
+# and others "x-request-id"; Anthropic "request-id"; Azure "apim-request-id".
+_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id")
+_REQUEST_ID_RE = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def provider_request_id(get: Callable[[str], object]) -> str | None:
+    """The provider's id of a call, from its response headers (``get`` looks one up by
+    lower-case name), when it is 1-128 visible ASCII characters; else None."""
+    for name in _REQUEST_ID_HEADERS:
+        try:
+            value = get(name)
+        except Exception:  # a foreign headers object: no id rather than a failure
+            return None
+        if isinstance(value, str):
+            value = value.strip()
+            if _REQUEST_ID_RE.fullmatch(value):
+                return value
+    return None
