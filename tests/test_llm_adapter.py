@@ -412,3 +412,15 @@ def test_install_registers_once_and_to_app_error_uses_it() -> None:
     assert err.code == "LLM_OVERLOADED"
     assert err.__cause__ is exc
     assert to_app_error(RuntimeError("boom")).code == "INTERNAL"
+
+
+def test_anthropic_error_event_mid_stream_has_no_provider_status() -> None:
+    # The SDK raises an error event of a stream with the stream's own response (200).
+    exc = _anthropic_status(
+        anthropic.APIStatusError, 200, {"type": "overloaded_error", "message": "Overloaded"},
+        headers={"request-id": "req_011mid"},
+    )
+    err = _translate(exc)
+    assert err.code == "LLM_OVERLOADED"
+    assert "provider_status" not in err.details
+    assert err.details["provider_request_id"] == "req_011mid"

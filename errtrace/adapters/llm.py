@@ -245,7 +245,9 @@ def _build(
         details["retry_after"] = retry_after
     if result.provider:
         details["provider"] = result.provider
-    if status is not None:
+    if status is not None and status >= 400:
+        # Not a 200: an error event in the middle of a stream comes with the stream's
+        # status, which says nothing about the error.
         details["provider_status"] = status
     request_id = provider_request_id(lambda name: _header(headers, name))
     if request_id is not None:
