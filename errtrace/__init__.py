@@ -78,7 +78,7 @@ __all__ = [
 ]
 
 
-def outgoing_headers(url: str | None = None) -> dict[str, str]:
+def outgoing_headers(url: object = None) -> dict[str, str]:
     """Headers for an outgoing call made now, with any HTTP client.
 
     Same trace id, flags and tracestate as the current request, a fresh child span id
@@ -88,24 +88,31 @@ def outgoing_headers(url: str | None = None) -> dict[str, str]:
     request, the call continues the trace of the active OpenTelemetry span, or starts a
     new one.
 
-    Give the call's ``url`` (or its host) so that a call to a third party's API (an LLM
-    provider, ``Config.third_party_hosts``) gets only what
-    ``Config.third_party_propagation`` allows: by default the ``traceparent`` alone.
-    Without it the headers are those for a service of your own.
+    Give the call's ``url`` (a string or a URL object, or just its host) so that a
+    call to a third party's API (an LLM provider, ``Config.third_party_hosts``) gets
+    only what ``Config.third_party_propagation`` allows: by default the
+    ``traceparent`` alone. Without it the headers are those for a service of your own.
     """
     headers: dict[str, str] = {}
     inject_current(headers, dict_setter, host=None if url is None else _host_of(url))
     return headers
 
 
-def _host_of(url: str) -> str:
-    """The host of a URL or of a bare ``host[:port]``; "" when there is none."""
+def _host_of(url: object) -> str:
+    """The host of a URL (a string, or a URL object such as ``httpx.URL``) or of a bare
+    ``host[:port]``; "" when there is none."""
     if not isinstance(url, str):
-        raise TypeError(f"outgoing_headers: url must be a string, not {type(url).__name__}")
+        if not hasattr(url, "host"):
+            raise TypeError(
+                f"outgoing_headers: url must be a string or a URL, not {type(url).__name__}"
+            )
+        url = str(url)
+    text = url.strip()
     try:
-        return urlsplit(url if "//" in url else "//" + url).hostname or ""
-    except ValueError:  # an unbalanced IPv6 bracket
-        return ""
+        return urlsplit(text if "//" in text else "//" + text).hostname or ""
+    except ValueError:  # an unbalanced IPv6 bracket: the host is what follows "//"
+        rest = text.split("//", 1)[-1]
+        return rest.split("/", 1)[0].split("@")[-1].lstrip("[").split(":", 1)[0]
 
 
 def report(code: str, message: str | None = None, /, **details: Any) -> ErrorEvent:

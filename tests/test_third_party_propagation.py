@@ -18,7 +18,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 import errtrace
@@ -111,15 +111,57 @@ PROVIDERS = [
     "https://us-central1-aiplatform.googleapis.com/v1/projects/p",
     "api.mistral.ai",  # a bare host
     "API.Groq.com:443",  # a host with a port, any case
+    " api.openai.com ",  # spaces around, as an environment variable may have
+    "https://bedrock-agent-runtime.us-east-1.amazonaws.com/agents/x",
+    "https://bedrock-runtime.cn-north-1.amazonaws.com.cn/model/x/invoke",
+    "https://vpce-0a1b-c2d3.bedrock-runtime.us-east-1.vpce.amazonaws.com/model/x",
+    "https://myres.openai.azure.us/openai/deployments/gpt",
+    "https://my-model.eastus2.models.ai.azure.com/v1/chat/completions",
+    "https://codestral.mistral.ai/v1/fim/completions",
+    "https://[api.openai.com/v1",  # unbalanced bracket: still the provider's host
+    httpx.URL("https://api.openai.com/v1/models"),
+]
+LOOK_ALIKES = [
+    "https://evilopenai.com/v1",
+    "https://api.openai.com.evil.example/v1",
+    "https://api.openai.com@evil.example/v1",  # userinfo: the host is evil.example
+    "https://evil-openrouter.ai/api",  # "-" forms only under a provider's parent domain
 ]
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("url", PROVIDERS)
-async def test_a_provider_gets_only_the_traceparent(url: str) -> None:
-    got = await ask(gateway(), "/headers", url=url)
+def gateway_headers_for(url: object, **options: Any) -> dict[str, str]:
+    """outgoing_headers(url) inside a request of an instrumented app (any url object)."""
+    app = FastAPI()
+    seen: dict[str, str] = {}
+
+    @app.get("/")
+    async def route() -> None:
+        seen.update(errtrace.outgoing_headers(url))
+
+    errtrace.instrument(app, service_name="gateway", **options)
+    from starlette.testclient import TestClient
+
+    with TestClient(app) as client:
+        assert client.get("/", headers=INBOUND).status_code == 200
+    return seen
+
+
+@pytest.mark.parametrize("url", PROVIDERS, ids=str)
+def test_a_provider_gets_only_the_traceparent(url: object) -> None:
+    got = gateway_headers_for(url)
     assert set(got) == {"traceparent"}
     continues_the_trace(got)
+
+
+@pytest.mark.parametrize("url", LOOK_ALIKES)
+def test_look_alike_hosts_are_not_providers(url: str) -> None:
+    assert set(gateway_headers_for(url)) == ALL_FOUR
+
+
+def test_an_internationalised_host_matches_its_xn_form() -> None:
+    got = gateway_headers_for("https://api.b\u00fccher.de/v1",
+                              third_party_hosts=["api.xn--bcher-kva.de"])
+    assert set(got) == {"traceparent"}
 
 
 @pytest.mark.anyio
@@ -172,8 +214,20 @@ async def test_add_llm_host_is_own_unless_marked_third_party() -> None:
     assert set(await ask(app, "/headers", url="https://other.openai.azure.com/x")) == {
         "traceparent"
     }
-    with pytest.raises(ValueError, match="empty"):
-        add_llm_host("  ")
+    for bad in ("  ", "https://api.x.ai", "api.perplexity.ai:443", "api.replicate.com/v1"):
+        with pytest.raises(ValueError, match="not a host name"):
+            add_llm_host(bad, third_party=True)
+
+
+@pytest.mark.anyio
+async def test_a_users_own_host_has_no_regional_dash_form() -> None:
+    add_llm_host("gw.openai.azure.com")  # own
+    app = gateway()
+    assert set(await ask(app, "/headers", url="https://gw.openai.azure.com/x")) == ALL_FOUR
+    # Someone else's Azure resource whose name ends like it stays a provider's.
+    assert set(await ask(app, "/headers", url="https://evil-gw.openai.azure.com/x")) == {
+        "traceparent"
+    }
 
 
 @pytest.mark.anyio
@@ -199,24 +253,48 @@ async def test_the_sync_httpx_adapter_over_a_real_server() -> None:
     assert set(plain) == ALL_FOUR
 
 
-@pytest.mark.anyio
-async def test_a_caller_set_header_is_still_the_callers_choice() -> None:
-    app = FastAPI()
+async def _redirect(request: Request) -> Response:
+    return RedirectResponse(request.query_params["to"], status_code=307)
 
-    @app.get("/call")
-    async def call() -> Any:
-        async with eh.async_client(transport=httpx.ASGITransport(app=ECHO)) as client:
-            response = await client.get(
-                "https://api.openai.com/v1/models", headers={"x-biz-code": "tenant-7"}
-            )
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("mode", "wanted"), [("traceparent", {"traceparent"}), ("none", set())])
+async def test_headers_set_by_anyone_are_removed_for_a_provider(
+    mode: str, wanted: set[str]
+) -> None:
+    """A gateway that forwards the inbound headers, a caller's own business code, and a
+    redirect from an own service (httpx copies the first request's headers): the
+    provider gets only what the mode allows, and a traceparent only errtrace's."""
+    echo = Starlette(routes=[
+        Route("/redirect", _redirect), Route("/{path:path}", _echo),
+    ])
+    app = FastAPI()
+    provider = "https://api.openai.com/v1/models"
+
+    @app.get("/forward")
+    async def forward(request: Request) -> Any:
+        inbound = {k: v for k, v in request.headers.items() if k in CONTEXT_NAMES}
+        async with eh.async_client(transport=httpx.ASGITransport(app=echo)) as client:
+            return (await client.get(provider, headers=inbound)).json()
+
+    @app.get("/redirected")
+    async def redirected() -> Any:
+        async with eh.async_client(
+            transport=httpx.ASGITransport(app=echo), follow_redirects=True
+        ) as client:
+            response = await client.get("http://billing.internal/redirect",
+                                        params={"to": provider})
+            assert response.history and response.history[0].status_code == 307
             return response.json()
 
-    errtrace.instrument(app, service_name="gateway")
-    seen = await ask(app, "/call")
-    assert set(seen) == {"traceparent", "x-biz-code"}
-    assert seen["x-biz-code"] == "tenant-7"
+    errtrace.instrument(app, service_name="gateway", third_party_propagation=mode)
+    for path in ("/forward", "/redirected"):
+        seen = await ask(app, path)
+        assert set(seen) == wanted, path
+        if wanted:
+            continues_the_trace(seen)  # errtrace's, not the forwarded inbound one
 
 
 def test_outgoing_headers_rejects_a_url_that_is_no_string() -> None:
-    with pytest.raises(TypeError, match="url must be a string"):
-        errtrace.outgoing_headers(b"https://api.openai.com")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="url must be a string or a URL"):
+        errtrace.outgoing_headers(b"https://api.openai.com")

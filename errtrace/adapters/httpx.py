@@ -14,7 +14,9 @@ request's span (``errtrace.current()``; outside a request, a new trace per call)
 ``tracestate``, ``baggage`` and the business-code header, through the core
 :func:`~errtrace.core.propagation.inject`. A call to a third party's API (a known LLM
 provider host, ``Config.third_party_hosts``) gets only what
-``Config.third_party_propagation`` allows: by default the ``traceparent`` alone.
+``Config.third_party_propagation`` allows: by default the ``traceparent`` alone; its
+``tracestate``, ``baggage`` and business-code header are removed, even when the caller
+set them (or forwarded them from the inbound request) or a redirect copied them.
 
 Header precedence: ``traceparent`` and ``tracestate`` are always errtrace's, replacing
 any value the caller set, because a forwarded inbound ``traceparent`` would name the
@@ -152,9 +154,16 @@ def inject_request(request: httpx.Request) -> str | None:
 
     Outside a request (no current context) the call starts a new trace of its own. A
     call to a third party's API carries only what ``Config.third_party_propagation``
-    allows (by default the ``traceparent``).
+    allows (by default the ``traceparent``): the other context headers are removed
+    from it, whoever set them. That covers a redirect from one of your services to a
+    provider, whose request httpx builds with the first request's headers.
     """
-    return inject_current(request.headers, httpx_setter, host=request.url.host)
+    headers = request.headers
+    # The host as sent (IDNA names in their xn-- form), the form third-party lists use.
+    host = request.url.raw_host.decode("ascii", "replace")
+    return inject_current(
+        headers, httpx_setter, host=host, remove=lambda name: headers.pop(name, None)
+    )
 
 
 # --- transport failures ---------------------------------------------------------------

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from errtrace.core.codes import short_repr
+from errtrace.core.llm_hosts import HOST_RE, normalize_host
 from errtrace.core.propagation import DEFAULT_BIZ_PATTERN, TOKEN_RE, PropagationSettings
 
 ENV_PREFIX = "ERRTRACE_"
 _HEADER_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}\Z")  # \Z: no final newline
 _PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,80}\Z")  # a variable name shown as it is
-_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-_HOST_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z")  # lower case, no dot last
 THIRD_PARTY_MODES = ("traceparent", "none", "all")
 """The values of ``Config.third_party_propagation``."""
 
@@ -136,8 +135,8 @@ class Config:
             )
         names: list[str] = []
         for host in hosts:
-            name = host.strip().lower().rstrip(".") if isinstance(host, str) else ""
-            if not _HOST_RE.match(name):
+            name = normalize_host(host) if isinstance(host, str) else ""
+            if not HOST_RE.match(name):
                 raise ConfigError(
                     f"third_party_hosts: {short_repr(host)} is not a host name "
                     "(no scheme, port or path)"

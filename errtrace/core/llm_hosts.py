@@ -18,16 +18,21 @@ import threading
 from collections.abc import Callable
 
 # domain -> provider name (the classifier's provider names). A host matches when it is
-# the domain itself, a subdomain of it, or a regional "<region>-<domain>" form.
+# the domain itself or a subdomain of it; for a built-in domain of three labels or more
+# also a regional "<region>-<domain>" form (us-central1-aiplatform.googleapis.com),
+# which stays under the provider's own parent domain.
 _DOMAINS: dict[str, str] = {
     "api.openai.com": "openai",
     "openai.azure.com": "azure",
+    "openai.azure.us": "azure",  # Azure Government
     "cognitiveservices.azure.com": "azure",
     "services.ai.azure.com": "azure",
+    "models.ai.azure.com": "azure",  # serverless model deployments
     "api.anthropic.com": "anthropic",
     "generativelanguage.googleapis.com": "gemini",
     "aiplatform.googleapis.com": "vertex",
     "api.mistral.ai": "mistral",
+    "codestral.mistral.ai": "mistral",
     "api.groq.com": "groq",
     "api.cohere.ai": "cohere",
     "api.cohere.com": "cohere",
@@ -40,18 +45,40 @@ _DOMAINS: dict[str, str] = {
     "endpoints.huggingface.cloud": "huggingface",
     "api.fireworks.ai": "fireworks",
 }
-_BEDROCK = re.compile(r"^bedrock-runtime[\w.-]*\.amazonaws\.com$")
+# bedrock-runtime / bedrock-agent-runtime, any region, FIPS, China, VPC endpoints.
+_BEDROCK = re.compile(
+    r"^(?:[\w-]+\.)?bedrock(?:-agent)?-runtime[\w.-]*\.amazonaws\.com(?:\.cn)?$"
+)
+_REGIONAL = frozenset(d for d in _DOMAINS if d.count(".") >= 2)
+"""Built-in domains whose "<region>-<domain>" form is theirs too."""
 OLLAMA_PORT = 11434
 _lock = threading.Lock()
 # The domains of _DOMAINS that are someone else's API (all built-in ones).
 _THIRD_PARTY: set[str] = set(_DOMAINS)
+
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+HOST_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z")
+"""A host name as errtrace takes it in lists: lower case ASCII (IDNA names in their
+``xn--`` form), no scheme, port, path or final dot."""
+
+
+def normalize_host(host: str) -> str:
+    """``host`` lower case, without surrounding space or a final dot, and in its ASCII
+    (``xn--``) form when it is an internationalised name; "" when it has none."""
+    name = host.strip().rstrip(".").lower()
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            return ""
+    return name
 
 
 def provider_for_host(host: str | None, port: int | None = None) -> str | None:
     """The provider whose API ``host`` (and port, for Ollama) is, or None."""
     if not host:
         return "ollama" if port == OLLAMA_PORT else None
-    host = host.lower().rstrip(".")
+    host = normalize_host(host)
     provider = _DOMAINS.get(host)
     if provider is not None:
         return provider
@@ -66,7 +93,9 @@ def provider_for_host(host: str | None, port: int | None = None) -> str | None:
 
 
 def _matches(host: str, domain: str) -> bool:
-    return host == domain or host.endswith(("." + domain, "-" + domain))
+    if host == domain or host.endswith("." + domain):
+        return True
+    return domain in _REGIONAL and host.endswith("-" + domain)
 
 
 def is_third_party(host: str | None) -> bool:
@@ -74,7 +103,7 @@ def is_third_party(host: str | None) -> bool:
     included), or one added with ``add_llm_host(..., third_party=True)``."""
     if not host:
         return False
-    host = host.lower().rstrip(".")
+    host = normalize_host(host)
     if host in _DOMAINS:
         return host in _THIRD_PARTY
     # The most specific domain decides: an own host under a provider's domain is own.
@@ -91,11 +120,15 @@ def add_llm_host(host: str, provider: str = "custom", *, third_party: bool = Fal
     provider when its wording is one the classifier knows (``"vllm"``, ``"tgi"``).
     ``third_party=True`` marks a provider run by someone else: outgoing calls to it then
     carry only what ``Config.third_party_propagation`` allows, as for the built-in ones.
-    Re-adding a built-in host without it makes that host your own.
+    Without it the host is your own, and so are its subdomains, even under a provider's
+    domain: re-adding a built-in host without it makes that host your own. A URL, a
+    port or a path is refused (``ValueError``): only a host name matches.
     """
-    name = host.strip().lower().rstrip(".")
-    if not name:
-        raise ValueError("add_llm_host: the host is empty")
+    name = normalize_host(host) if isinstance(host, str) else ""
+    if not HOST_RE.match(name):
+        raise ValueError(
+            f"add_llm_host: {host!r} is not a host name (no scheme, port or path)"
+        )
     with _lock:
         _DOMAINS[name] = provider
         if third_party:

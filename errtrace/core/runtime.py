@@ -41,9 +41,12 @@ from errtrace.core.errors import AppError, to_app_error
 from errtrace.core.events import ErrorEvent, EventBuffer, events
 from errtrace.core.ids import new_event_id
 from errtrace.core.levels import Level
-from errtrace.core.llm_hosts import is_third_party
+from errtrace.core.llm_hosts import is_third_party, normalize_host
 from errtrace.core.policy import NO_RESULT, Policy, failsafe, policy, run_hooks
 from errtrace.core.propagation import (
+    BAGGAGE,
+    TRACEPARENT,
+    TRACESTATE,
     Getter,
     Setter,
     collect,
@@ -556,7 +559,12 @@ def one_line(text: str | None) -> str:
 
 
 def inject_current(
-    carrier: C, setter: Setter[C], runtime: Runtime | None = None, *, host: str | None = None
+    carrier: C,
+    setter: Setter[C],
+    runtime: Runtime | None = None,
+    *,
+    host: str | None = None,
+    remove: Callable[[str], object] | None = None,
 ) -> str | None:
     """Write the current context into an outgoing call's carrier; returns the call's span
     id, or None when nothing was written (``third_party_propagation="none"``).
@@ -564,16 +572,24 @@ def inject_current(
     Outside a request (no current context) the call starts a new trace of its own, or
     continues that of the active OpenTelemetry span. Settings come from ``runtime`` if
     given, else from the runtime of the current request. A call to ``host``, when that
-    is a third party's API, carries only what ``third_party_propagation`` allows. Every
-    client adapter (httpx, gRPC) and ``errtrace.outgoing_headers()`` use it.
+    is a third party's API, carries only what ``third_party_propagation`` allows; then
+    ``remove(name)``, if given, takes out of the carrier every context header that mode
+    does not send, whoever set it (a redirect's copy of an earlier request's headers, an
+    inbound header forwarded as it came). Every client adapter (httpx, gRPC) and
+    ``errtrace.outgoing_headers()`` use it.
     """
     ctx = current()
     runtime = runtime or runtime_for(ctx)
     config = runtime.config
+    settings = config.propagation
     mode = "all" if host is None else propagation_to(config, host)
+    if mode != "all" and remove is not None:
+        for name in (TRACESTATE, BAGGAGE, settings.biz_header):
+            remove(name)
+        if mode == "none":
+            remove(TRACEPARENT)
     if mode == "none":
         return None
-    settings = config.propagation
     if ctx is None:  # within an active OpenTelemetry span, the call continues its trace
         ctx = new_root_context(settings)
         runtime.follow_span(ctx)
@@ -585,9 +601,11 @@ def propagation_to(config: Config, host: str) -> str:
     (:func:`~errtrace.core.llm_hosts.is_third_party`, ``config.third_party_hosts``)
     ``config.third_party_propagation``."""
     mode = config.third_party_propagation
-    if mode == "all" or not host:
+    if mode == "all":
         return "all"
-    name = host.lower().rstrip(".")
+    name = normalize_host(host)
+    if not name:
+        return "all"
     if is_third_party(name) or config.is_third_party_host(name):
         return mode
     return "all"
