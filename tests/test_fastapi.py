@@ -657,6 +657,35 @@ async def test_the_apps_own_500_handler_answers_unhandled_errors(when: str) -> N
     assert [e.code for e in events] == ["INTERNAL", "CONFLICT"]
 
 
+@pytest.mark.parametrize("middleware", [False, True])
+async def test_an_own_handler_whose_response_fails_to_send_leaves_the_answer_to_errtrace(
+    middleware: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fastapi.responses import FileResponse
+
+    app = FastAPI()
+
+    @app.exception_handler(Exception)
+    async def error_page(request: Request, exc: Exception) -> FileResponse:
+        return FileResponse("/nonexistent/errtrace-error-page.html", status_code=500)
+
+    if middleware:  # two errtrace layers
+        app.add_middleware(GZipMiddleware)
+    errtrace.instrument(app)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise KeyError("session")
+
+    with errtrace.testing.capture_events() as events:
+        async with client(app) as c:
+            r = await c.get("/boom", headers=H)
+    assert r.status_code == 500 and r.json()["code"] == "INTERNAL"
+    assert r.headers["x-trace-id"] == TRACE_ID
+    assert r.json()["event_id"] == events[0].event_id and len(events) == 1
+    assert "the response of the app's error handler" in caplog.text
+
+
 async def test_async_fallbacks_are_awaited() -> None:
     async def cached(err: errtrace.AppError, ctx: Any) -> dict[str, str]:
         await asyncio.sleep(0)

@@ -200,7 +200,20 @@ def _handler_responder(handler: Any) -> Responder:
             return False
         if response is None:
             return False
-        await response(scope, receive, send)
+        started = False
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await response(scope, receive, tracked)
+        except Exception:
+            # A response that fails while it is sent (a FileResponse of a missing file):
+            # errtrace answers if nothing went out; else the answer stays cut short.
+            log.exception("errtrace: the response of the app's error handler %r failed", handler)
+            return started
         return True
 
     return respond
