@@ -24,7 +24,7 @@ caller's caller as the parent and break the trace. A caller's ``tracestate`` is
 removed even when errtrace's context has none to send: W3C Trace Context pairs it
 with the traceparent it came with. ``baggage`` and the business-code header set
 explicitly by the caller are kept: a gateway may call a downstream on behalf of
-another tenant on purpose.
+another tenant on purpose (not on a third party's API, above).
 
 With ``raise_errors=True`` (the default) a response with status >= 400 is turned into
 an :class:`~errtrace.AppError` raised from an :class:`httpx.HTTPStatusError`:
