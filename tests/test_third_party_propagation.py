@@ -211,6 +211,9 @@ async def test_add_llm_host_is_own_unless_marked_third_party() -> None:
     }
     assert set(await ask(app, "/headers", url="https://gw.openai.azure.com/x")) == ALL_FOUR
     assert set(await ask(app, "/headers", url="https://eu.gw.openai.azure.com/x")) == ALL_FOUR
+    # Its errors are classified as its own provider's, not as Azure's.
+    assert llm_hosts.provider_for_host("eu.gw.openai.azure.com") == "custom"
+    assert llm_hosts.provider_for_host("other.openai.azure.com") == "azure"
     assert set(await ask(app, "/headers", url="https://other.openai.azure.com/x")) == {
         "traceparent"
     }

@@ -82,9 +82,9 @@ def provider_for_host(host: str | None, port: int | None = None) -> str | None:
     provider = _DOMAINS.get(host)
     if provider is not None:
         return provider
-    for domain, name in list(_DOMAINS.items()):
-        if _matches(host, domain):
-            return name
+    found = _most_specific(host)
+    if found is not None:
+        return _DOMAINS.get(found)
     if _BEDROCK.match(host):
         return "bedrock"
     if port == OLLAMA_PORT:
@@ -98,6 +98,11 @@ def _matches(host: str, domain: str) -> bool:
     return domain in _REGIONAL and host.endswith("-" + domain)
 
 
+def _most_specific(host: str) -> str | None:
+    """The longest domain of the table that ``host`` falls under, if any."""
+    return max((d for d in list(_DOMAINS) if _matches(host, d)), key=len, default=None)
+
+
 def is_third_party(host: str | None) -> bool:
     """Whether ``host`` is a third party's LLM API: a built-in provider host (Bedrock
     included), or one added with ``add_llm_host(..., third_party=True)``."""
@@ -107,7 +112,7 @@ def is_third_party(host: str | None) -> bool:
     if host in _DOMAINS:
         return host in _THIRD_PARTY
     # The most specific domain decides: an own host under a provider's domain is own.
-    found = max((d for d in list(_DOMAINS) if _matches(host, d)), key=len, default=None)
+    found = _most_specific(host)
     if found is not None:
         return found in _THIRD_PARTY
     return _BEDROCK.match(host) is not None
