@@ -56,6 +56,7 @@ def _restore_hosts() -> Iterator[None]:
         llm_hosts._DOMAINS.update(domains)
         llm_hosts._THIRD_PARTY.clear()
         llm_hosts._THIRD_PARTY.update(third)
+        llm_hosts._third_party_seen.clear()
         runtime_module._default = saved_default
 
 
@@ -200,6 +201,9 @@ async def test_third_party_hosts_cover_their_subdomains_only() -> None:
 
 @pytest.mark.anyio
 async def test_add_llm_host_is_own_unless_marked_third_party() -> None:
+    # Asked before the host is added: the answer must not stick once it is.
+    before = await ask(gateway(), "/headers", url="https://api.perplexity.ai/chat")
+    assert set(before) == ALL_FOUR
     add_llm_host("vllm.internal", "vllm")
     add_llm_host("api.perplexity.ai", third_party=True)
     # An own gateway under a provider's domain: the most specific entry decides.

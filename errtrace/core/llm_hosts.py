@@ -108,14 +108,26 @@ def is_third_party(host: str | None) -> bool:
     included), or one added with ``add_llm_host(..., third_party=True)``."""
     if not host:
         return False
-    host = normalize_host(host)
-    if host in _DOMAINS:
-        return host in _THIRD_PARTY
-    # The most specific domain decides: an own host under a provider's domain is own.
-    found = _most_specific(host)
-    if found is not None:
-        return found in _THIRD_PARTY
-    return _BEDROCK.match(host) is not None
+    known = _third_party_seen.get(host)
+    if known is not None:
+        return known
+    name = normalize_host(host)
+    if name in _DOMAINS:
+        answer = name in _THIRD_PARTY
+    else:
+        # The most specific domain decides: an own host under a provider's domain is own.
+        found = _most_specific(name)
+        answer = found in _THIRD_PARTY if found is not None else bool(_BEDROCK.match(name))
+    if len(_third_party_seen) >= _SEEN_MAX:  # bounded: hosts may come from anywhere
+        _third_party_seen.clear()
+    _third_party_seen[host] = answer
+    return answer
+
+
+# Answers of is_third_party by host as given (asked on every outgoing call); cleared
+# when the table changes.
+_third_party_seen: dict[str, bool] = {}
+_SEEN_MAX = 1024
 
 
 def add_llm_host(host: str, provider: str = "custom", *, third_party: bool = False) -> None:
@@ -140,6 +152,7 @@ def add_llm_host(host: str, provider: str = "custom", *, third_party: bool = Fal
             _THIRD_PARTY.add(name)
         else:
             _THIRD_PARTY.discard(name)
+        _third_party_seen.clear()
 
 
 # The headers in which providers name a call for their support: OpenAI, Mistral, Groq
