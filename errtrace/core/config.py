@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from errtrace.core.codes import short_repr
-from errtrace.core.llm_hosts import HOST_RE, normalize_host
+from errtrace.core.llm_hosts import HOST_RE, is_under, normalize_host
 from errtrace.core.propagation import DEFAULT_BIZ_PATTERN, TOKEN_RE, PropagationSettings
 
 ENV_PREFIX = "ERRTRACE_"
@@ -175,9 +175,7 @@ class Config:
 
     def is_third_party_host(self, host: str) -> bool:
         """Whether ``host`` (lower case) is one of ``third_party_hosts`` or under one."""
-        return any(
-            host == name or host.endswith("." + name) for name in self.third_party_hosts
-        )
+        return any(is_under(host, name) for name in self.third_party_hosts)
 
     def rewrites(self, path: str) -> bool:
         """Whether error responses on ``path`` are classified and rewritten."""

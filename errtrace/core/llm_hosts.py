@@ -92,10 +92,13 @@ def provider_for_host(host: str | None, port: int | None = None) -> str | None:
     return None
 
 
+def is_under(host: str, domain: str) -> bool:
+    """Whether ``host`` is ``domain`` or one of its subdomains (both normalised)."""
+    return host == domain or host.endswith("." + domain)
+
+
 def _matches(host: str, domain: str) -> bool:
-    if host == domain or host.endswith("." + domain):
-        return True
-    return domain in _REGIONAL and host.endswith("-" + domain)
+    return is_under(host, domain) or (domain in _REGIONAL and host.endswith("-" + domain))
 
 
 def _most_specific(host: str) -> str | None:
